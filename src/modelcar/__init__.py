@@ -1,0 +1,3 @@
+"""modelcar: Hugging Face model -> ModelCar OCI image -> registry -> Model Registry."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,467 @@
+"""The pipeline parameters as one validated model.
+
+Values arrive as strings (command line first, then the environment variable named as the Tekton
+parameter); an empty string counts as unset, which is what Tekton passes for an empty param.
+Every value is checked here, before any stage runs, and a bad one raises ParameterError naming
+the parameter, the value and what is accepted.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, SecretStr, ValidationError
+
+from .errors import ParameterError
+from .oci.reference import (
+    ACCEPTED_FORMS,
+    SCRATCH,
+    ImageRef,
+    LayoutRef,
+    ReferenceError,
+    RegistryRef,
+    parse_reference,
+)
+from .stages import STAGE_NAMES
+
+DEFAULT_ALLOW_PATTERNS = ("*.safetensors", "*.json", "*.txt")
+DEFAULT_BASE_IMAGE = (
+    "registry.access.redhat.com/ubi9-micro"
+    "@sha256:414cfa255ea10eaef4528a26d5618eb67cf487b635ee20f8f14b9317bfd6a4be"
+)
+DEFAULT_WORKSPACE = "./modelcar-workspace"
+SERVICE_ACCOUNT_TOKEN = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
+
+# Compression schemes and the parameters each one takes.
+SCHEMES = ("gptq", "w8a8", "fp8-dynamic")
+SCHEME_BITS = {"gptq": (4, 8), "w8a8": (8,), "fp8-dynamic": (8,)}
+SCHEME_DEFAULT_BITS = {"gptq": 4, "w8a8": 8, "fp8-dynamic": 8}
+SCHEMES_WITH_GROUP_SIZE = ("gptq",)
+SCHEMES_WITH_CALIBRATION = ("gptq", "w8a8")
+DEFAULT_GROUP_SIZE = 128
+PER_CHANNEL = "channel"
+
+# The environment variable (= Tekton parameter) of each field, for lookups and error messages.
+ENV_NAMES: dict[str, str] = {
+    "model": "HUGGINGFACE_MODEL",
+    "revision": "HUGGINGFACE_REVISION",
+    "allow_patterns": "HUGGINGFACE_ALLOW_PATTERNS",
+    "image": "OCI_IMAGE",
+    "base_image": "BASE_IMAGE",
+    "compress": "COMPRESS_MODEL",
+    "scheme": "SCHEME",
+    "bits": "BITS",
+    "group_size": "GROUP_SIZE",
+    "dataset": "DATASET",
+    "sequence_length": "SEQUENCE_LENGTH",
+    "num_calibration_samples": "NUM_CALIBRATION_SAMPLES",
+    "evaluate": "EVALUATE",
+    "model_name": "MODEL_NAME",
+    "model_version": "MODEL_VERSION",
+    "registry_url": "MODEL_REGISTRY_URL",
+    "registry_api": "MODEL_REGISTRY_API",
+    "registry_token_path": "MODEL_REGISTRY_TOKEN_PATH",
+    "overwrite": "OVERWRITE",
+    "skip": "SKIP_TASKS",
+    "workspace": "MODELCAR_WORKSPACE",
+    "authfile": "REGISTRY_AUTH_FILE",
+    "tls_verify": "TLS_VERIFY",
+    "ca_bundle": "CA_BUNDLE",
+    "results_dir": "RESULTS_DIR",
+}
+SECRET_ENV_NAMES = ("HUGGINGFACE_TOKEN", "HF_TOKEN", "MODEL_REGISTRY_TOKEN")
+
+_HUB_ID = re.compile(r"^(?:[A-Za-z0-9][\w.-]{0,95}/)?[A-Za-z0-9][\w.-]{0,95}$")
+_TRUE = ("true", "1", "yes", "on")
+_FALSE = ("false", "0", "no", "off")
+
+
+class Params(BaseModel):
+    """Every parameter of the pipeline, validated and normalised."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
+
+    model: str | None = None
+    model_is_local: bool = False
+    revision: str = "main"
+    allow_patterns: tuple[str, ...] = DEFAULT_ALLOW_PATTERNS
+    hf_token: SecretStr | None = None
+    image: str
+    base_image: str = DEFAULT_BASE_IMAGE
+    compress: bool = False
+    scheme: Literal["gptq", "w8a8", "fp8-dynamic"] = "gptq"
+    bits: int = 4
+    group_size: int | None = DEFAULT_GROUP_SIZE  # None: one scale per output channel
+    dataset: str = "c4"
+    sequence_length: int = 2048
+    num_calibration_samples: int = 512
+    evaluate: bool = False
+    model_name: str | None = None
+    model_version: str = "1.0.0"
+    registry_url: str | None = None
+    registry_api: Literal["v1", "v1alpha3"] | None = None
+    registry_token: SecretStr | None = None
+    overwrite: bool = False
+    skip: tuple[str, ...] = ()
+    workspace: Path
+    authfile: Path | None = None
+    tls_verify: bool = True
+    ca_bundle: Path | None = None
+    results_dir: Path | None = None
+
+    @property
+    def image_ref(self) -> ImageRef:
+        return parse_reference(self.image)
+
+    @property
+    def base_image_ref(self) -> ImageRef | None:
+        return None if self.base_image == SCRATCH else parse_reference(self.base_image)
+
+    def require_model(self) -> str:
+        if not self.model:
+            raise ParameterError(
+                "HUGGINGFACE_MODEL",
+                "",
+                "required: org/name on the Hub or a local directory (--model)",
+            )
+        return self.model
+
+    def public_view(self) -> dict[str, Any]:
+        """The parameters without secrets, for the run record."""
+        data = self.model_dump(mode="json", exclude={"hf_token", "registry_token"})
+        data["hf_token_set"] = self.hf_token is not None
+        data["registry_token_set"] = self.registry_token is not None
+        return data
+
+
+def load_params(cli: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> Params:
+    """Builds Params from command-line values (None = not given) over the environment."""
+    env = os.environ if environ is None else environ
+    raw = _Raw(cli, env)
+    workspace = _workspace(raw)
+    model, model_is_local = _model(raw)
+    scheme = _scheme(raw)
+    values: dict[str, Any] = {
+        "model": model,
+        "model_is_local": model_is_local,
+        "revision": _revision(raw),
+        "allow_patterns": _allow_patterns(raw),
+        "hf_token": _secret(env, "HUGGINGFACE_TOKEN", "HF_TOKEN"),
+        "image": _image(raw, workspace),
+        "base_image": _base_image(raw),
+        "compress": _bool(raw, "compress", False),
+        "scheme": scheme,
+        "bits": _bits(raw, scheme),
+        "group_size": _group_size(raw, scheme),
+        "dataset": _calibration_param(raw, scheme, "dataset", _dataset, "c4"),
+        "sequence_length": _calibration_param(raw, scheme, "sequence_length", _positive, 2048),
+        "num_calibration_samples": _calibration_param(
+            raw, scheme, "num_calibration_samples", _positive, 512
+        ),
+        "evaluate": _bool(raw, "evaluate", False),
+        "model_name": _model_name(raw, model, model_is_local),
+        "model_version": _non_blank(raw, "model_version", "1.0.0"),
+        "registry_url": _url(raw, "registry_url"),
+        "registry_api": _choice(raw, "registry_api", ("v1", "v1alpha3")),
+        "registry_token": _registry_token(raw, env),
+        "overwrite": _bool(raw, "overwrite", False),
+        "skip": _skip(raw),
+        "workspace": workspace,
+        "authfile": _existing_file(raw, "authfile"),
+        "tls_verify": _bool(raw, "tls_verify", True),
+        "ca_bundle": _existing_file(raw, "ca_bundle"),
+        "results_dir": _path(raw, "results_dir"),
+    }
+    try:
+        return Params(**values)
+    except ValidationError as exc:  # a bug in the parsers above, not bad input
+        first = exc.errors()[0]
+        field = str(first["loc"][0]) if first["loc"] else "?"
+        raise ParameterError(
+            ENV_NAMES.get(field, field), first.get("input"), first["msg"]
+        ) from None
+
+
+class _Raw:
+    """Command-line value first, then the environment; blank strings count as unset."""
+
+    def __init__(self, cli: Mapping[str, Any], env: Mapping[str, str]) -> None:
+        self._cli = cli
+        self._env = env
+
+    def get(self, field: str) -> Any:
+        value = self._cli.get(field)
+        if value is None or value == () or value == "":
+            value = self._env.get(ENV_NAMES[field])
+        if isinstance(value, str):
+            value = value.strip()
+            return value or None
+        return value
+
+    def given(self, field: str) -> bool:
+        return self.get(field) is not None
+
+
+def _fail(field: str, value: object, accepted: str) -> ParameterError:
+    return ParameterError(ENV_NAMES[field], value, accepted)
+
+
+def _workspace(raw: _Raw) -> Path:
+    path = Path(raw.get("workspace") or DEFAULT_WORKSPACE).expanduser().absolute()
+    if path.exists() and not path.is_dir():
+        raise _fail("workspace", str(path), "a directory (it exists and is not one)")
+    return path
+
+
+def _model(raw: _Raw) -> tuple[str | None, bool]:
+    value = raw.get("model")
+    if value is None:
+        return None, False
+    path = Path(value).expanduser()
+    if path.is_dir():
+        return str(path.absolute()), True
+    if value.startswith((".", "/", "~")) or os.sep in value.replace("/", "", 1):
+        raise _fail("model", value, "a local directory that exists, or a Hub repo id org/name")
+    if not _HUB_ID.match(value) or "--" in value or ".." in value:
+        raise _fail(
+            "model",
+            value,
+            "a Hub repo id org/name (letters, digits, - _ . ; at most 96 each) or a local directory",
+        )
+    return value, False
+
+
+def _revision(raw: _Raw) -> str:
+    value = raw.get("revision") or "main"
+    if any(ch.isspace() for ch in value) or ".." in value:
+        raise _fail("revision", value, "a branch, tag or commit sha without spaces or '..'")
+    return value
+
+
+def split_patterns(values: Any) -> tuple[str, ...]:
+    """Comma-separated and/or repeated patterns -> one tuple, blanks dropped."""
+    items = [values] if isinstance(values, str) else list(values)
+    return tuple(p.strip() for item in items for p in item.split(",") if p.strip())
+
+
+def _allow_patterns(raw: _Raw) -> tuple[str, ...]:
+    value = raw.get("allow_patterns")
+    if value is None:
+        return DEFAULT_ALLOW_PATTERNS
+    patterns = split_patterns(value)
+    if not patterns:
+        raise _fail("allow_patterns", value, "one or more glob patterns, comma-separated")
+    return patterns
+
+
+def _secret(env: Mapping[str, str], *names: str) -> SecretStr | None:
+    for name in names:
+        value = env.get(name, "").strip()
+        if value:
+            return SecretStr(value)
+    return None
+
+
+def _image(raw: _Raw, workspace: Path) -> str:
+    value = raw.get("image")
+    if value is None:
+        return f"oci:{workspace / 'image'}:latest"
+    ref = _reference(raw, "image", value)
+    if isinstance(ref, RegistryRef) and ref.digest:
+        raise _fail("image", value, "a destination with a tag or none, not a @digest")
+    if isinstance(ref, LayoutRef):
+        return str(LayoutRef(ref.path.expanduser().absolute(), ref.tag or "latest"))
+    return str(ref)
+
+
+def _base_image(raw: _Raw) -> str:
+    value = raw.get("base_image")
+    if value is None:
+        return DEFAULT_BASE_IMAGE
+    if value == SCRATCH:
+        return SCRATCH
+    ref = _reference(raw, "base_image", value)
+    if isinstance(ref, LayoutRef):
+        return str(LayoutRef(ref.path.expanduser().absolute(), ref.tag))
+    return value
+
+
+def _reference(raw: _Raw, field: str, value: str) -> ImageRef:
+    try:
+        return parse_reference(value)
+    except ReferenceError as exc:
+        raise _fail(field, value, f"{exc}; expected {ACCEPTED_FORMS}") from None
+
+
+def _bool(raw: _Raw, field: str, default: bool) -> bool:
+    value = raw.get(field)
+    if value is None:
+        return default
+    if isinstance(value, bool):
+        return value
+    if value.lower() in _TRUE:
+        return True
+    if value.lower() in _FALSE:
+        return False
+    raise _fail(field, value, "true or false")
+
+
+def _scheme(raw: _Raw) -> str:
+    value = raw.get("scheme")
+    if value is None:
+        return "gptq"
+    normalised = value.lower().replace("_", "-")
+    if normalised not in SCHEMES:
+        raise _fail("scheme", value, f"one of {', '.join(SCHEMES)}")
+    return normalised
+
+
+def _positive(raw: _Raw, field: str) -> int:
+    value = raw.get(field)
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise _fail(field, value, "a positive whole number") from None
+    if number <= 0:
+        raise _fail(field, value, "a positive whole number")
+    return number
+
+
+def _bits(raw: _Raw, scheme: str) -> int:
+    if not raw.given("bits"):
+        return SCHEME_DEFAULT_BITS[scheme]
+    bits = _positive(raw, "bits")
+    allowed = SCHEME_BITS[scheme]
+    if bits not in allowed:
+        choices = " or ".join(str(b) for b in allowed)
+        raise _fail("bits", raw.get("bits"), f"{choices} for scheme {scheme}")
+    return bits
+
+
+def _group_size(raw: _Raw, scheme: str) -> int | None:
+    value = raw.get("group_size")
+    if value is None:
+        return DEFAULT_GROUP_SIZE if scheme in SCHEMES_WITH_GROUP_SIZE else None
+    if scheme not in SCHEMES_WITH_GROUP_SIZE:
+        raise _fail("group_size", value, f"not set: scheme {scheme} quantizes per channel")
+    if str(value).lower() in (PER_CHANNEL, "per-channel", "-1"):
+        return None
+    return _positive(raw, "group_size")
+
+
+def _calibration_param(raw: _Raw, scheme: str, field: str, parse: Any, default: Any) -> Any:
+    if not raw.given(field):
+        return default
+    if scheme not in SCHEMES_WITH_CALIBRATION:
+        raise _fail(field, raw.get(field), f"not set: scheme {scheme} needs no calibration data")
+    return parse(raw, field)
+
+
+def _dataset(raw: _Raw, field: str) -> str:
+    value = raw.get(field)
+    path = Path(value).expanduser()
+    if path.suffix.lower() in (".jsonl", ".json", ".txt", ".parquet") or value.startswith(
+        ("/", ".")
+    ):
+        if not path.is_file():
+            raise _fail(
+                field, value, "c4, a Hub dataset id, or an existing .jsonl/.json/.txt/.parquet file"
+            )
+        return str(path.absolute())
+    if value != "c4" and not _HUB_ID.match(value):
+        raise _fail(
+            field,
+            value,
+            "c4, a Hub dataset id org/name, or a local .jsonl/.json/.txt/.parquet file",
+        )
+    return value
+
+
+def _model_name(raw: _Raw, model: str | None, model_is_local: bool) -> str | None:
+    value = raw.get("model_name")
+    if value is not None:
+        return value
+    if model is None:
+        return None
+    return Path(model).name if model_is_local else model.rsplit("/", 1)[-1]
+
+
+def _non_blank(raw: _Raw, field: str, default: str) -> str:
+    return raw.get(field) or default
+
+
+def _url(raw: _Raw, field: str) -> str | None:
+    value = raw.get(field)
+    if value is None:
+        return None
+    match = re.match(r"^(https?)://([^/\s?#]+)(/[^\s]*)?$", value)
+    if not match:
+        raise _fail(
+            field,
+            value,
+            "an http:// or https:// URL with a host, e.g. https://registry.example.com",
+        )
+    return value.rstrip("/")
+
+
+def _choice(raw: _Raw, field: str, choices: tuple[str, ...]) -> str | None:
+    value = raw.get(field)
+    if value is None or value in choices:
+        return value
+    raise _fail(field, value, f"one of {', '.join(choices)}")
+
+
+def _registry_token(raw: _Raw, env: Mapping[str, str]) -> SecretStr | None:
+    token = _secret(env, "MODEL_REGISTRY_TOKEN")
+    if token is not None:
+        return token
+    path_value = raw.get("registry_token_path")
+    if path_value is not None:
+        path = Path(path_value).expanduser()
+        try:
+            text = path.read_text().strip()
+        except OSError as exc:
+            raise _fail(
+                "registry_token_path", path_value, f"a readable token file ({exc.strerror})"
+            ) from None
+        if not text:
+            raise _fail("registry_token_path", path_value, "a file holding a token (it is empty)")
+        return SecretStr(text)
+    if SERVICE_ACCOUNT_TOKEN.is_file():
+        try:
+            text = SERVICE_ACCOUNT_TOKEN.read_text().strip()
+        except OSError:
+            return None
+        return SecretStr(text) if text else None
+    return None
+
+
+def _skip(raw: _Raw) -> tuple[str, ...]:
+    value = raw.get("skip")
+    if value is None:
+        return ()
+    words = split_patterns(value)
+    for word in words:
+        if word not in STAGE_NAMES:
+            raise _fail(
+                "skip",
+                value,
+                f"comma-separated stage names from: {', '.join(STAGE_NAMES)} (not {word!r})",
+            )
+    return words
+
+
+def _path(raw: _Raw, field: str) -> Path | None:
+    value = raw.get(field)
+    return None if value is None else Path(value).expanduser().absolute()
+
+
+def _existing_file(raw: _Raw, field: str) -> Path | None:
+    path = _path(raw, field)
+    if path is not None and not path.is_file():
+        raise _fail(field, str(path), "an existing file")
+    return path

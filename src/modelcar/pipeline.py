@@ -1,0 +1,121 @@
+"""Stage order, skipping, preflight checks and the run record around each stage."""
+
+from __future__ import annotations
+
+import importlib
+import time
+from dataclasses import dataclass
+
+from .errors import ModelcarError, ParameterError, StageFailed, UsageError
+from .params import Params
+from .record import RunRecord
+from .stages import BUILD_PUSH, CLEANUP, COMPRESS, DOWNLOAD, REGISTER, STAGE_NAMES
+from .stages.context import StageContext
+from .ui import UI
+from .workspace import Workspace
+
+STAGE_MODULES = {
+    CLEANUP: "cleanup",
+    DOWNLOAD: "download",
+    COMPRESS: "compress",
+    BUILD_PUSH: "build_push",
+    REGISTER: "register",
+}
+
+
+@dataclass(frozen=True)
+class PlannedStage:
+    name: str
+    runs: bool
+    reason: str = ""
+
+
+def plan(
+    params: Params, stages: tuple[str, ...] = STAGE_NAMES, explicit: bool = False
+) -> list[PlannedStage]:
+    """Which stages run and why the others do not.
+
+    `explicit` is for a single stage asked for by name (`modelcar compress`): SKIP_TASKS and
+    COMPRESS_MODEL then do not apply, since the caller (a user or a Tekton `when`) decided.
+    """
+    planned = []
+    for name in stages:
+        if not explicit and name in params.skip:
+            planned.append(PlannedStage(name, False, "listed in SKIP_TASKS"))
+        elif not explicit and name == COMPRESS and not params.compress:
+            planned.append(PlannedStage(name, False, "COMPRESS_MODEL is false"))
+        elif name == REGISTER and not params.registry_url:
+            planned.append(PlannedStage(name, False, "MODEL_REGISTRY_URL is not set"))
+        else:
+            planned.append(PlannedStage(name, True))
+    return planned
+
+
+def preflight(params: Params, planned: list[PlannedStage], workspace: Workspace) -> None:
+    """Checks that need the plan, before anything is deleted, fetched or pushed (exit 2)."""
+    running = {stage.name for stage in planned if stage.runs}
+    if DOWNLOAD in running:
+        params.require_model()
+    if CLEANUP in running:
+        workspace.check_cleanable()
+    if REGISTER in running and not params.model_name:
+        raise ParameterError(
+            "MODEL_NAME", "", "required for register-model when there is no HUGGINGFACE_MODEL"
+        )
+
+
+def run_pipeline(
+    params: Params, ui: UI, stages: tuple[str, ...] = STAGE_NAMES, explicit: bool = False
+) -> RunRecord:
+    """Runs the planned stages in order under the workspace lock; returns the saved record."""
+    workspace = Workspace(params.workspace)
+    planned = plan(params, stages, explicit)
+    preflight(params, planned, workspace)
+    with workspace.locked():
+        workspace.ensure()
+        record = RunRecord.load(workspace.run_json)
+        record.set("params", params.public_view())
+        context = StageContext(params, workspace, record, ui)
+        for stage in planned:
+            if not stage.runs:
+                ui.info(f"{stage.name}: skipped ({stage.reason})")
+                record.mark_stage(stage.name, "skipped", reason=stage.reason)
+                record.save()
+                continue
+            _run_stage(stage.name, context)
+        return record
+
+
+def _run_stage(name: str, context: StageContext) -> None:
+    record = context.record
+    module = importlib.import_module(f"{__package__}.stages.{STAGE_MODULES[name]}")
+    context.ui.info(f"{name}: starting")
+    record.mark_stage(name, "running")
+    record.save()
+    started = time.monotonic()
+    try:
+        module.run(context)
+    except BaseException as exc:
+        seconds = round(time.monotonic() - started, 3)
+        if isinstance(exc, KeyboardInterrupt):
+            record.mark_stage(name, "interrupted", seconds=seconds)
+            record.save()
+            raise
+        message = _describe(exc)
+        record.mark_stage(name, "failed", seconds=seconds, error=message)
+        record.save()
+        if isinstance(exc, UsageError):
+            raise UsageError(f"stage {name} failed: {message}") from exc
+        if isinstance(exc, ModelcarError | OSError):
+            raise StageFailed(name, ModelcarError(message)) from exc
+        raise StageFailed(name, exc) from exc
+    seconds = round(time.monotonic() - started, 3)
+    record.mark_stage(name, "succeeded", seconds=seconds)
+    record.save()
+    context.ui.info(f"{name}: done in {seconds:.1f} s")
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.filename:
+        return f"{exc.strerror or exc} ({exc.filename})"
+    return str(exc)

@@ -1,0 +1,77 @@
+"""The run record, `<workspace>/run.json`: what each stage did, written atomically after each.
+
+A later stage (or a later Tekton task in another pod) reads what it needs from here, never from
+another stage's internals.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from . import __version__, atomic
+from .errors import UsageError
+
+RECORD_VERSION = 1
+SECTIONS = ("source", "files", "compression", "image", "registry")
+
+# Tekton results and where in the record each one comes from.
+RESULT_PATHS: dict[str, tuple[str, str]] = {
+    "IMAGE_DIGEST": ("image", "digest"),
+    "IMAGE_URL": ("image", "pinned"),
+    "MODEL_URI": ("registry", "model_uri"),
+    "REGISTERED_MODEL_ID": ("registry", "registered_model_id"),
+    "MODEL_VERSION_ID": ("registry", "model_version_id"),
+}
+
+
+class RunRecord:
+    def __init__(self, path: Path, data: dict[str, Any]) -> None:
+        self.path = path
+        self.data = data
+
+    @classmethod
+    def load(cls, path: Path) -> RunRecord:
+        """Reads run.json, or starts a new record when it is missing."""
+        if not path.exists():
+            return cls(path, {"version": RECORD_VERSION, "modelcar": __version__, "stages": {}})
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise UsageError(
+                f"cannot read the run record {path}: {exc}; delete it or run cleanup"
+            ) from None
+        if not isinstance(data, dict):
+            raise UsageError(
+                f"the run record {path} is not a JSON object; delete it or run cleanup"
+            )
+        data.setdefault("stages", {})
+        return cls(path, data)
+
+    def get(self, section: str) -> Any:
+        return self.data.get(section)
+
+    def set(self, section: str, value: Any) -> None:
+        self.data[section] = value
+
+    def stage(self, name: str) -> dict[str, Any]:
+        return self.data["stages"].get(name, {})
+
+    def mark_stage(self, name: str, status: str, **details: Any) -> None:
+        entry = {"status": status, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        entry.update(details)
+        self.data["stages"][name] = entry
+
+    def results(self) -> dict[str, str]:
+        found: dict[str, str] = {}
+        for result, (section, key) in RESULT_PATHS.items():
+            value = (self.data.get(section) or {}).get(key)
+            if value:
+                found[result] = str(value)
+        return found
+
+    def save(self) -> None:
+        self.data["modelcar"] = __version__
+        atomic.write_json(self.path, self.data)

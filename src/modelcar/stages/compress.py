@@ -1,0 +1,10 @@
+"""The compress-model stage."""
+
+from ..errors import StageUnavailable
+from .context import StageContext
+
+
+def run(context: StageContext) -> None:
+    raise StageUnavailable(
+        "the compress-model stage is not available in this version of modelcar yet"
+    )

@@ -1,0 +1,18 @@
+"""What a stage gets to work with."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..params import Params
+from ..record import RunRecord
+from ..ui import UI
+from ..workspace import Workspace
+
+
+@dataclass
+class StageContext:
+    params: Params
+    workspace: Workspace
+    record: RunRecord
+    ui: UI

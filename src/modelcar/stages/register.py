@@ -1,0 +1,10 @@
+"""The register-model stage."""
+
+from ..errors import StageUnavailable
+from .context import StageContext
+
+
+def run(context: StageContext) -> None:
+    raise StageUnavailable(
+        "the register-model stage is not available in this version of modelcar yet"
+    )

@@ -1,0 +1,62 @@
+"""Fixtures every test area uses: free loopback ports, the modelcar CLI as a subprocess."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+MODELCAR = Path(sys.executable).with_name("modelcar")
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class CliResult:
+    returncode: int
+    stdout: str
+    stderr: str
+
+    @property
+    def output(self) -> str:
+        return self.stdout + self.stderr
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """The environment without any pipeline parameter the developer may have set."""
+    from modelcar.params import ENV_NAMES, SECRET_ENV_NAMES
+
+    env = {k: v for k, v in os.environ.items() if k not in set(ENV_NAMES.values()) | set(SECRET_ENV_NAMES)}
+    env.pop("HF_ENDPOINT", None)
+    env["HF_HUB_DISABLE_TELEMETRY"] = "1"
+    env.update(extra)
+    return env
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None, timeout: float = 600) -> CliResult:
+    """Runs the installed `modelcar` console script, as a user would."""
+    proc = subprocess.run(
+        [str(MODELCAR), *args],
+        env=env if env is not None else clean_env(),
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    return CliResult(proc.returncode, proc.stdout, proc.stderr)
+
+
+@pytest.fixture
+def cli_env() -> Iterator[dict[str, str]]:
+    yield clean_env()

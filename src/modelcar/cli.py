@@ -41,9 +41,7 @@ SOURCE_OPTIONS = [
         field="model",
         help="Hub repo id (org/name) or a local directory to package.",
     ),
-    _option(
-        "--revision", field="revision", help="Branch, tag or commit of the Hub repo (default main)."
-    ),
+    _option("--revision", field="revision", help="Branch, tag or commit of the Hub repo (default main)."),
     _option(
         "--allow-patterns",
         field="allow_patterns",
@@ -178,18 +176,9 @@ COMMON_OPTIONS = [
         is_flag=True,
         help="Print the run record as one JSON object on stdout.",
     ),
-    click.option(
-        "--quiet", "-q", is_flag=True, help="Only errors and warnings on stderr; no progress bars."
-    ),
+    click.option("--quiet", "-q", is_flag=True, help="Only errors and warnings on stderr; no progress bars."),
 ]
-ALL_OPTIONS = (
-    SOURCE_OPTIONS
-    + COMPRESS_OPTIONS
-    + IMAGE_OPTIONS
-    + TLS_OPTIONS
-    + REGISTER_OPTIONS
-    + SKIP_OPTIONS
-)
+ALL_OPTIONS = SOURCE_OPTIONS + COMPRESS_OPTIONS + IMAGE_OPTIONS + TLS_OPTIONS + REGISTER_OPTIONS + SKIP_OPTIONS
 
 
 def _with(options: list[Decorator]) -> Decorator:
@@ -320,11 +309,7 @@ def validate_command(**options: Any) -> None:
 
             atomic.write_text(params.results_dir / stage.name, "true" if stage.runs else "false")
     if json_output:
-        click.echo(
-            json.dumps(
-                {"params": params.public_view(), "stages": {s.name: s.runs for s in planned}}
-            )
-        )
+        click.echo(json.dumps({"params": params.public_view(), "stages": {s.name: s.runs for s in planned}}))
 
 
 @main.command("show")

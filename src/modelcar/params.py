@@ -30,8 +30,7 @@ from .stages import STAGE_NAMES
 
 DEFAULT_ALLOW_PATTERNS = ("*.safetensors", "*.json", "*.txt")
 DEFAULT_BASE_IMAGE = (
-    "registry.access.redhat.com/ubi9-micro"
-    "@sha256:414cfa255ea10eaef4528a26d5618eb67cf487b635ee20f8f14b9317bfd6a4be"
+    "registry.access.redhat.com/ubi9-micro@sha256:414cfa255ea10eaef4528a26d5618eb67cf487b635ee20f8f14b9317bfd6a4be"
 )
 DEFAULT_WORKSPACE = "./modelcar-workspace"
 SERVICE_ACCOUNT_TOKEN = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
@@ -159,9 +158,7 @@ def load_params(cli: Mapping[str, Any], environ: Mapping[str, str] | None = None
         "group_size": _group_size(raw, scheme),
         "dataset": _calibration_param(raw, scheme, "dataset", _dataset, "c4"),
         "sequence_length": _calibration_param(raw, scheme, "sequence_length", _positive, 2048),
-        "num_calibration_samples": _calibration_param(
-            raw, scheme, "num_calibration_samples", _positive, 512
-        ),
+        "num_calibration_samples": _calibration_param(raw, scheme, "num_calibration_samples", _positive, 512),
         "evaluate": _bool(raw, "evaluate", False),
         "model_name": _model_name(raw, model, model_is_local),
         "model_version": _non_blank(raw, "model_version", "1.0.0"),
@@ -181,9 +178,7 @@ def load_params(cli: Mapping[str, Any], environ: Mapping[str, str] | None = None
     except ValidationError as exc:  # a bug in the parsers above, not bad input
         first = exc.errors()[0]
         field = str(first["loc"][0]) if first["loc"] else "?"
-        raise ParameterError(
-            ENV_NAMES.get(field, field), first.get("input"), first["msg"]
-        ) from None
+        raise ParameterError(ENV_NAMES.get(field, field), first.get("input"), first["msg"]) from None
 
 
 class _Raw:
@@ -364,13 +359,9 @@ def _calibration_param(raw: _Raw, scheme: str, field: str, parse: Any, default: 
 def _dataset(raw: _Raw, field: str) -> str:
     value = raw.get(field)
     path = Path(value).expanduser()
-    if path.suffix.lower() in (".jsonl", ".json", ".txt", ".parquet") or value.startswith(
-        ("/", ".")
-    ):
+    if path.suffix.lower() in (".jsonl", ".json", ".txt", ".parquet") or value.startswith(("/", ".")):
         if not path.is_file():
-            raise _fail(
-                field, value, "c4, a Hub dataset id, or an existing .jsonl/.json/.txt/.parquet file"
-            )
+            raise _fail(field, value, "c4, a Hub dataset id, or an existing .jsonl/.json/.txt/.parquet file")
         return str(path.absolute())
     if value != "c4" and not _HUB_ID.match(value):
         raise _fail(
@@ -425,9 +416,7 @@ def _registry_token(raw: _Raw, env: Mapping[str, str]) -> SecretStr | None:
         try:
             text = path.read_text().strip()
         except OSError as exc:
-            raise _fail(
-                "registry_token_path", path_value, f"a readable token file ({exc.strerror})"
-            ) from None
+            raise _fail("registry_token_path", path_value, f"a readable token file ({exc.strerror})") from None
         if not text:
             raise _fail("registry_token_path", path_value, "a file holding a token (it is empty)")
         return SecretStr(text)

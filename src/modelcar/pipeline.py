@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import time
+from pathlib import Path
 from dataclasses import dataclass
 
 from .errors import ModelcarError, ParameterError, StageFailed, UsageError
@@ -30,9 +31,7 @@ class PlannedStage:
     reason: str = ""
 
 
-def plan(
-    params: Params, stages: tuple[str, ...] = STAGE_NAMES, explicit: bool = False
-) -> list[PlannedStage]:
+def plan(params: Params, stages: tuple[str, ...] = STAGE_NAMES, explicit: bool = False) -> list[PlannedStage]:
     """Which stages run and why the others do not.
 
     `explicit` is for a single stage asked for by name (`modelcar compress`): SKIP_TASKS and
@@ -58,15 +57,22 @@ def preflight(params: Params, planned: list[PlannedStage], workspace: Workspace)
         params.require_model()
     if CLEANUP in running:
         workspace.check_cleanable()
+        if (
+            params.model_is_local
+            and params.model
+            and Path(params.model).resolve().is_relative_to(workspace.root.resolve())
+        ):
+            raise ParameterError(
+                "HUGGINGFACE_MODEL",
+                params.model,
+                "a directory outside the workspace (cleanup-workspace would delete it); "
+                "move it, or skip cleanup with SKIP_TASKS=cleanup-workspace",
+            )
     if REGISTER in running and not params.model_name:
-        raise ParameterError(
-            "MODEL_NAME", "", "required for register-model when there is no HUGGINGFACE_MODEL"
-        )
+        raise ParameterError("MODEL_NAME", "", "required for register-model when there is no HUGGINGFACE_MODEL")
 
 
-def run_pipeline(
-    params: Params, ui: UI, stages: tuple[str, ...] = STAGE_NAMES, explicit: bool = False
-) -> RunRecord:
+def run_pipeline(params: Params, ui: UI, stages: tuple[str, ...] = STAGE_NAMES, explicit: bool = False) -> RunRecord:
     """Runs the planned stages in order under the workspace lock; returns the saved record."""
     workspace = Workspace(params.workspace)
     planned = plan(params, stages, explicit)

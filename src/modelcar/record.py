@@ -40,13 +40,9 @@ class RunRecord:
         try:
             data = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError) as exc:
-            raise UsageError(
-                f"cannot read the run record {path}: {exc}; delete it or run cleanup"
-            ) from None
+            raise UsageError(f"cannot read the run record {path}: {exc}; delete it or run cleanup") from None
         if not isinstance(data, dict):
-            raise UsageError(
-                f"the run record {path} is not a JSON object; delete it or run cleanup"
-            )
+            raise UsageError(f"the run record {path} is not a JSON object; delete it or run cleanup")
         data.setdefault("stages", {})
         return cls(path, data)
 

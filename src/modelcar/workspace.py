@@ -50,9 +50,7 @@ class Workspace:
         """Creates the workspace; marks it as modelcar's when it is new or empty."""
         self.root.mkdir(parents=True, exist_ok=True)
         if not self.is_marked() and not self.own_entries():
-            self.marker.write_text(
-                "This directory is a modelcar workspace; `modelcar cleanup` may empty it.\n"
-            )
+            self.marker.write_text("This directory is a modelcar workspace; `modelcar cleanup` may empty it.\n")
 
     def check_cleanable(self) -> None:
         """Refuses a non-empty directory that modelcar did not create (raises UsageError)."""
@@ -94,8 +92,7 @@ class Workspace:
             os.close(fd)
             if exc.errno in (errno.EAGAIN, errno.EACCES):
                 raise WorkspaceBusy(
-                    f"workspace {self.root} is in use by {holder}; wait for it to finish or use "
-                    "another --workspace"
+                    f"workspace {self.root} is in use by {holder}; wait for it to finish or use another --workspace"
                 ) from None
             raise
         try:

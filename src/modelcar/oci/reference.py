@@ -136,8 +136,7 @@ def parse_registry_reference(text: str) -> RegistryRef:
     registry, path = _split_domain(remainder)
     if not _PATH_RE.match(path):
         raise ReferenceError(
-            f"repository {path!r} is not valid (lowercase letters, digits and separators . _ - "
-            "between path components)"
+            f"repository {path!r} is not valid (lowercase letters, digits and separators . _ - between path components)"
         )
     if len(f"{registry}/{path}") > NAME_MAX_LENGTH:
         raise ReferenceError(f"the name is longer than {NAME_MAX_LENGTH} characters")
@@ -148,9 +147,7 @@ def parse_registry_reference(text: str) -> RegistryRef:
 
 def _split_domain(name: str) -> tuple[str, str]:
     first, sep, rest = name.partition("/")
-    looks_like_domain = (
-        "." in first or ":" in first or first == "localhost" or first != first.lower()
-    )
+    looks_like_domain = "." in first or ":" in first or first == "localhost" or first != first.lower()
     if sep and looks_like_domain:
         if not _DOMAIN_RE.match(first):
             raise ReferenceError(f"registry host {first!r} is not a valid host[:port]")

@@ -5,6 +5,4 @@ from .context import StageContext
 
 
 def run(context: StageContext) -> None:
-    raise StageUnavailable(
-        "the register-model stage is not available in this version of modelcar yet"
-    )
+    raise StageUnavailable("the register-model stage is not available in this version of modelcar yet")

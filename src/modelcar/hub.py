@@ -1,0 +1,192 @@
+"""Hugging Face Hub source: resolve a revision, download a filtered snapshot, clear errors.
+
+Uses the real huggingface_hub client, so HF_ENDPOINT, proxies and the Hub's own resume logic
+apply. The token is passed to the client and never appears in a message.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+import httpx
+from huggingface_hub import HfApi, snapshot_download
+from huggingface_hub import constants as hf_constants
+from huggingface_hub.errors import (
+    GatedRepoError,
+    HfHubHTTPError,
+    LocalEntryNotFoundError,
+    RepositoryNotFoundError,
+    RevisionNotFoundError,
+)
+from huggingface_hub.utils import disable_progress_bars, enable_progress_bars, filter_repo_objects
+
+from .errors import ModelcarError
+
+T = TypeVar("T")
+NETWORK_ATTEMPTS = 5
+
+
+class HubError(ModelcarError):
+    """The Hub refused or could not serve the request; the message says which and what to do."""
+
+
+@dataclass(frozen=True)
+class ResolvedRepo:
+    repo_id: str
+    revision: str
+    sha: str
+    files: tuple[str, ...]  # every file at that commit
+    sizes: dict[str, int]  # sizes the Hub reported (may be empty)
+
+
+def endpoint() -> str:
+    return os.environ.get("HF_ENDPOINT") or hf_constants.ENDPOINT
+
+
+def resolve(repo_id: str, revision: str, token: str | None) -> ResolvedRepo:
+    """Finds the commit sha and file list of repo_id@revision, or raises a HubError."""
+    api = HfApi(endpoint=endpoint(), token=token or False)
+
+    def fetch() -> ResolvedRepo:
+        info = api.model_info(repo_id, revision=revision, files_metadata=True)
+        siblings = info.siblings or []
+        sizes = {s.rfilename: s.size for s in siblings if s.size is not None}
+        return ResolvedRepo(repo_id, revision, info.sha or revision, tuple(s.rfilename for s in siblings), sizes)
+
+    try:
+        return with_network_retries(fetch)
+    except RevisionNotFoundError:
+        raise _revision_not_found(api, repo_id, revision) from None
+    except GatedRepoError:
+        raise HubError(_gated_message(repo_id, token)) from None
+    except RepositoryNotFoundError:
+        # Some servers answer "repository not found" for a missing revision: tell them apart.
+        if revision != "main" and _repo_exists(api, repo_id):
+            raise _revision_not_found(api, repo_id, revision) from None
+        raise HubError(_not_found_message(repo_id, token)) from None
+    except HfHubHTTPError as exc:
+        raise HubError(_http_message(exc, repo_id, revision, token)) from None
+    except (httpx.TransportError, LocalEntryNotFoundError, OSError) as exc:
+        raise HubError(_network_message(exc)) from None
+
+
+def matching(files: tuple[str, ...], patterns: tuple[str, ...]) -> list[str]:
+    return sorted(filter_repo_objects(list(files), allow_patterns=list(patterns)))
+
+
+def download(
+    resolved: ResolvedRepo, patterns: tuple[str, ...], target: Path, token: str | None, progress: bool
+) -> None:
+    """Downloads the matching files of the resolved commit into target (resuming what is there)."""
+    (enable_progress_bars if progress else disable_progress_bars)()
+
+    def fetch() -> None:
+        snapshot_download(
+            resolved.repo_id,
+            revision=resolved.sha,
+            local_dir=target,
+            allow_patterns=list(patterns),
+            token=token or False,
+            endpoint=endpoint(),
+        )
+
+    try:
+        with_network_retries(fetch)
+    except GatedRepoError:
+        raise HubError(_gated_message(resolved.repo_id, token)) from None
+    except (RepositoryNotFoundError, RevisionNotFoundError):
+        raise HubError(_not_found_message(resolved.repo_id, token)) from None
+    except HfHubHTTPError as exc:
+        raise HubError(_http_message(exc, resolved.repo_id, resolved.revision, token)) from None
+    except (httpx.TransportError, LocalEntryNotFoundError) as exc:
+        raise HubError(_network_message(exc)) from None
+
+
+def with_network_retries(call: Callable[[], T], attempts: int = NETWORK_ATTEMPTS) -> T:
+    """Retries connection failures and 429/5xx answers with exponential backoff and jitter."""
+    delay = 1.0
+    for attempt in range(1, attempts + 1):
+        try:
+            return call()
+        except (httpx.TransportError, LocalEntryNotFoundError):
+            if attempt == attempts:
+                raise
+        except HfHubHTTPError as exc:
+            status = exc.response.status_code if exc.response is not None else 0
+            if attempt == attempts or (status != 429 and status < 500):
+                raise
+            retry_after = exc.response.headers.get("Retry-After", "") if exc.response is not None else ""
+            if retry_after.isdigit():
+                delay = max(delay, float(retry_after))
+        time.sleep(delay * (0.5 + _jitter()))
+        delay = min(delay * 2, 30.0)
+    raise AssertionError("unreachable")
+
+
+def _jitter() -> float:
+    return int.from_bytes(os.urandom(2), "big") / 65535
+
+
+def _repo_exists(api: HfApi, repo_id: str) -> bool:
+    try:
+        api.list_repo_refs(repo_id)
+    except (HfHubHTTPError, httpx.TransportError, OSError):
+        return False
+    return True
+
+
+def _revision_not_found(api: HfApi, repo_id: str, revision: str) -> HubError:
+    known = ""
+    try:
+        refs = api.list_repo_refs(repo_id)
+        names = [b.name for b in refs.branches] + [t.name for t in refs.tags]
+        if names:
+            known = f" (branches and tags: {', '.join(names[:10])})"
+    except (HfHubHTTPError, httpx.TransportError, OSError):
+        pass
+    return HubError(
+        f"revision {revision!r} not found in {repo_id}{known}; set HUGGINGFACE_REVISION / --revision "
+        "to a branch, tag or full commit sha that exists"
+    )
+
+
+def _not_found_message(repo_id: str, token: str | None) -> str:
+    hint = (
+        "check the id; if it is private, the token in HUGGINGFACE_TOKEN has no access to it"
+        if token
+        else "check the id; if it is private or gated, set HUGGINGFACE_TOKEN (or HF_TOKEN)"
+    )
+    return f"repository {repo_id} not found on {endpoint()}: {hint}"
+
+
+def _gated_message(repo_id: str, token: str | None) -> str:
+    if token:
+        return (
+            f"repository {repo_id} is gated and the token has no access yet: accept its conditions on "
+            f"{endpoint()}/{repo_id} with the token's account, then run again"
+        )
+    return f"repository {repo_id} is gated: accept its conditions on the Hub and set HUGGINGFACE_TOKEN"
+
+
+def _http_message(exc: HfHubHTTPError, repo_id: str, revision: str, token: str | None) -> str:
+    status = exc.response.status_code if exc.response is not None else None
+    if status == 401:
+        if token:
+            return f"the Hub refused the token for {repo_id} (401): check HUGGINGFACE_TOKEN is valid"
+        return _not_found_message(repo_id, token)
+    if status == 403:
+        return f"access to {repo_id} is forbidden (403): the token lacks read permission for it"
+    return f"the Hub at {endpoint()} answered {status} for {repo_id}@{revision}; try again later"
+
+
+def _network_message(exc: BaseException) -> str:
+    reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return (
+        f"cannot reach the Hub at {endpoint()} ({reason}); check the network, a proxy, or HF_ENDPOINT "
+        "and run again (a partial download resumes)"
+    )

@@ -2,4 +2,5 @@
 
 pytest_plugins = [
     "tests.helpers.common",
+    "tests.helpers.hub",
 ]

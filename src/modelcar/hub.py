@@ -109,7 +109,7 @@ def download(
 
 def with_network_retries(call: Callable[[], T], attempts: int = NETWORK_ATTEMPTS) -> T:
     """Retries connection failures and 429/5xx answers with exponential backoff and jitter."""
-    delay = 1.0
+    delay = 0.5
     for attempt in range(1, attempts + 1):
         try:
             return call()

@@ -70,7 +70,7 @@ def test_default_patterns_subfolders_and_record(hub: Hub, repo, tmp_path: Path) 
 
 
 def test_custom_patterns_comma_separated_and_repeated(hub: Hub, repo, tmp_path: Path) -> None:
-    repo_id, files, _ = repo
+    repo_id = repo[0]
     ws = tmp_path / "ws"
     env = hub_env(hub, ws, HUGGINGFACE_ALLOW_PATTERNS="README.md, sub/*")
     result = run_cli("download", "--model", repo_id, env=env)

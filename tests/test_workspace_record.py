@@ -26,7 +26,7 @@ def test_cleanup_empties_a_marked_workspace_dotfiles_included(tmp_path: Path) ->
 
 def test_cleanup_refuses_a_directory_modelcar_did_not_create(tmp_path: Path) -> None:
     (tmp_path / "precious.txt").write_text("keep me")
-    with pytest.raises(UsageError, match="no .modelcar-workspace marker"):
+    with pytest.raises(UsageError, match=r"no \.modelcar-workspace marker"):
         Workspace(tmp_path).cleanup()
     assert (tmp_path / "precious.txt").read_text() == "keep me"
 

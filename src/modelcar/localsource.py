@@ -11,7 +11,6 @@ from huggingface_hub.utils import filter_repo_objects
 
 from .files import walk_files
 
-
 # Bookkeeping of git and of huggingface_hub's local_dir downloads, never part of the model.
 IGNORED_TOP_LEVEL = frozenset({".git", ".cache"})
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import importlib
 import time
-from pathlib import Path
 from dataclasses import dataclass
+from pathlib import Path
 
 from .errors import ModelcarError, ParameterError, StageFailed, UsageError
 from .params import Params

@@ -15,6 +15,7 @@ import pytest
 from tests.helpers.common import clean_env, free_port, run_cli
 from tests.helpers.fake_model import fake_model_files, write_model_dir
 from tests.helpers.hub import Hub
+from tests.helpers.secrets import HUB_TOKEN
 
 DEFAULT_MATCHES = {
     "config.json",
@@ -25,7 +26,7 @@ DEFAULT_MATCHES = {
     "model-00001-of-00002.safetensors",
     "model-00002-of-00002.safetensors",
 }
-PLANTED_TOKEN = "hf_PLANTEDsecretTOKEN0123456789"
+PLANTED_TOKEN = HUB_TOKEN
 
 
 def files_under(root: Path) -> dict[str, bytes]:

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from .secrets import captured_output
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 MODELCAR = Path(sys.executable).with_name("modelcar")
 
@@ -54,6 +56,7 @@ def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = No
         text=True,
         timeout=timeout,
     )
+    captured_output.append(proc.stdout + proc.stderr)
     return CliResult(proc.returncode, proc.stdout, proc.stderr)
 
 

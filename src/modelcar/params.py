@@ -42,6 +42,7 @@ SCHEME_DEFAULT_BITS = {"gptq": 4, "w8a8": 8, "fp8-dynamic": 8}
 SCHEMES_WITH_GROUP_SIZE = ("gptq",)
 SCHEMES_WITH_CALIBRATION = ("gptq", "w8a8")
 DEFAULT_GROUP_SIZE = 128
+MIN_GROUP_SIZE, MAX_GROUP_SIZE = 16, 1024
 PER_CHANNEL = "channel"
 
 # The environment variable (= Tekton parameter) of each field, for lookups and error messages.
@@ -281,7 +282,7 @@ def _base_image(raw: _Raw) -> str:
         return SCRATCH
     ref = _reference(raw, "base_image", value)
     if isinstance(ref, LayoutRef):
-        return str(LayoutRef(ref.path.expanduser().absolute(), ref.tag))
+        return str(LayoutRef(ref.path.expanduser().absolute(), ref.tag, ref.digest))
     return value
 
 
@@ -345,14 +346,27 @@ def _group_size(raw: _Raw, scheme: str) -> int | None:
         raise _fail("group_size", value, f"not set: scheme {scheme} quantizes per channel")
     if str(value).lower() in (PER_CHANNEL, "per-channel", "-1"):
         return None
-    return _positive(raw, "group_size")
+    try:
+        size = int(value)
+    except (TypeError, ValueError):
+        size = 0
+    if not (MIN_GROUP_SIZE <= size <= MAX_GROUP_SIZE and size & (size - 1) == 0):
+        raise _fail(
+            "group_size",
+            value,
+            f"a positive whole number, a power of two from {MIN_GROUP_SIZE} to {MAX_GROUP_SIZE} (vLLM's "
+            "kernels serve 32, 64 and 128), or 'channel' for one scale per output channel",
+        )
+    return size
 
 
 def _calibration_param(raw: _Raw, scheme: str, field: str, parse: Any, default: Any) -> Any:
     if not raw.given(field):
         return default
-    if scheme not in SCHEMES_WITH_CALIBRATION:
-        raise _fail(field, raw.get(field), f"not set: scheme {scheme} needs no calibration data")
+    if scheme not in SCHEMES_WITH_CALIBRATION and not _bool(raw, "evaluate", False):
+        raise _fail(
+            field, raw.get(field), f"not set: scheme {scheme} needs no calibration data (only --evaluate uses it)"
+        )
     return parse(raw, field)
 
 
@@ -390,6 +404,8 @@ def _url(raw: _Raw, field: str) -> str | None:
     if value is None:
         return None
     match = re.match(r"^(https?)://([^/\s?#]+)(/[^\s]*)?$", value)
+    if match and "@" in match.group(2):
+        raise _fail(field, "<redacted>", "a URL without user:password@; give the token in MODEL_REGISTRY_TOKEN")
     if not match:
         raise _fail(
             field,

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import ModelcarError, ParameterError, StageFailed, UsageError
+from .oci.reference import LayoutRef
 from .params import Params
 from .record import RunRecord
 from .stages import BUILD_PUSH, CLEANUP, COMPRESS, DOWNLOAD, REGISTER, STAGE_NAMES
@@ -55,6 +56,10 @@ def preflight(params: Params, planned: list[PlannedStage], workspace: Workspace)
     running = {stage.name for stage in planned if stage.runs}
     if DOWNLOAD in running:
         params.require_model()
+    if COMPRESS in running:
+        from .compression.extra import check_installed
+
+        check_installed()  # before a long download, not after it
     if CLEANUP in running:
         workspace.check_cleanable()
         if (
@@ -70,6 +75,19 @@ def preflight(params: Params, planned: list[PlannedStage], workspace: Workspace)
             )
     if REGISTER in running and not params.model_name:
         raise ParameterError("MODEL_NAME", "", "required for register-model when there is no HUGGINGFACE_MODEL")
+    if REGISTER in running:
+        _check_register(params, running)
+
+
+def _check_register(params: Params, running: set[str]) -> None:
+    """register-model needs the image in a registry (an explicit http:// URL is the user's choice)."""
+    if BUILD_PUSH in running and isinstance(params.image_ref, LayoutRef):
+        raise ParameterError(
+            "OCI_IMAGE",
+            params.image,
+            "a registry reference host/repo[:tag] when MODEL_REGISTRY_URL is set (register-model "
+            "needs the image in a registry, not an oci: layout); or skip register-model",
+        )
 
 
 def run_pipeline(params: Params, ui: UI, stages: tuple[str, ...] = STAGE_NAMES, explicit: bool = False) -> RunRecord:

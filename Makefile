@@ -65,12 +65,18 @@ $(STAMPS)/olah: | $(STAMPS)
 	$(TOOLS)/olah-venv/bin/pip install --quiet "olah==0.5.4"
 	touch $@
 
+# olot: a peer for the build-push benchmark and interop test, in a venv of its own.
+$(STAMPS)/olot: | $(STAMPS)
+	$(PYTHON) -m venv $(TOOLS)/olot-venv
+	$(TOOLS)/olot-venv/bin/pip install --quiet "olot==1.2.1"
+	touch $@
+
 $(STAMPS)/tekton-lint: | $(STAMPS)
 	mkdir -p $(TOOLS)/node
 	cd $(TOOLS)/node && npm install --silent --no-audit --no-fund "@ibm/tekton-lint@^1"
 	touch $@
 
-install-test: $(STAMPS)/install-test $(STAMPS)/apt $(STAMPS)/olah $(STAMPS)/tekton-lint
+install-test: $(STAMPS)/install-test $(STAMPS)/apt $(STAMPS)/olah $(STAMPS)/olot $(STAMPS)/tekton-lint
 
 test: install-test
 	$(BIN)/ruff check src tests bench

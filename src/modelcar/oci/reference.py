@@ -74,20 +74,21 @@ class RegistryRef:
 
 @dataclass(frozen=True)
 class LayoutRef:
-    """An image in an OCI image layout on disk: `oci:DIR[:TAG]`."""
+    """An image in an OCI image layout on disk: `oci:DIR[:TAG][@sha256:...]`."""
 
     path: Path
     tag: str | None = None
+    digest: str | None = None
 
     @property
     def reference(self) -> str:
-        return self.tag or DEFAULT_TAG
+        return self.digest or self.tag or DEFAULT_TAG
 
     def with_digest(self, digest: str) -> LayoutRef:
-        return self
+        return LayoutRef(self.path, None, digest)
 
     def __str__(self) -> str:
-        return f"oci:{self.path}" + (f":{self.tag}" if self.tag else "")
+        return f"oci:{self.path}" + (f":{self.tag}" if self.tag else "") + (f"@{self.digest}" if self.digest else "")
 
 
 ImageRef = RegistryRef | LayoutRef
@@ -107,13 +108,19 @@ def parse_reference(text: str) -> ImageRef:
 def _parse_layout(rest: str) -> LayoutRef:
     if not rest:
         raise ReferenceError("oci: needs a directory, as in oci:./image or oci:/path/image:tag")
+    digest = None
+    head, sep, tail = rest.rpartition("@")
+    if sep and _SHA256_RE.match(tail):
+        rest, digest = head, tail
     directory, tag = rest, None
     head, sep, tail = rest.rpartition(":")
     if sep and head and "/" not in tail:
         directory, tag = head, tail
         if not _TAG_RE.match(tag):
             raise ReferenceError(f"tag {tag!r} is not a valid tag ([A-Za-z0-9_][A-Za-z0-9_.-]*)")
-    return LayoutRef(Path(directory), tag)
+    if not directory:
+        raise ReferenceError("oci: needs a directory, as in oci:./image or oci:/path/image:tag")
+    return LayoutRef(Path(directory), tag, digest)
 
 
 def parse_registry_reference(text: str) -> RegistryRef:

@@ -1,8 +1,90 @@
-"""The build-and-push stage."""
+"""The build-and-push stage: `<workspace>/model` + base image -> ModelCar in a registry or layout."""
 
-from ..errors import StageUnavailable
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+from ..oci.build import BuildResult, build_and_push
+from ..oci.digest_cache import DigestCache
+from ..oci.store import ClientOptions
 from .context import StageContext
+
+CACHE_NAME = ".modelcar-layer-digests.json"
+SOURCE_ANNOTATION = "io.modelcar.source"
 
 
 def run(context: StageContext) -> None:
-    raise StageUnavailable("the build-and-push stage is not available in this version of modelcar yet")
+    params = context.params
+    options = ClientOptions(tls_verify=params.tls_verify, ca_bundle=params.ca_bundle, authfile=params.authfile)
+    cache = DigestCache(context.workspace.root / CACHE_NAME)
+    annotations = source_annotations(context.record.get("source"))
+    model_dir = context.workspace.model_dir
+    total = sum(p.stat().st_size for p in model_dir.rglob("*") if p.is_file() and not p.is_symlink())
+    with context.ui.byte_progress("build-and-push", total) as bar:
+        result = build_and_push(
+            model_dir,
+            params.image_ref,
+            params.base_image_ref,
+            options,
+            annotations,
+            cache,
+            progress=bar.advance,
+        )
+    context.record.set("image", image_record(result))
+    context.ui.info(summary(result))
+
+
+def source_annotations(source: Any) -> dict[str, str]:
+    """Manifest annotations naming the model and revision (from the run record's source)."""
+    if not isinstance(source, dict):
+        return {}
+    out: dict[str, str] = {}
+    if source.get("repo"):
+        repo = str(source["repo"])
+        out[SOURCE_ANNOTATION] = f"huggingface:{repo}"
+        out["org.opencontainers.image.source"] = f"https://huggingface.co/{repo}"
+        out["org.opencontainers.image.title"] = repo.rsplit("/", 1)[-1]
+    elif source.get("path"):
+        # Only the directory's name: a host path would make the digest depend on the machine.
+        name = str(source["path"]).rstrip("/").rsplit("/", 1)[-1]
+        out[SOURCE_ANNOTATION] = f"local:{name}"
+        out["org.opencontainers.image.title"] = name
+    if source.get("revision"):
+        out["io.modelcar.source.revision"] = str(source["revision"])
+    if source.get("sha"):
+        out["org.opencontainers.image.revision"] = str(source["sha"])
+    return out
+
+
+def image_record(result: BuildResult) -> dict[str, Any]:
+    data = asdict(result)
+    data["layers"] = [
+        {
+            "digest": layer.digest,
+            "size": layer.size,
+            "title": layer.title,
+            "uploaded": layer.uploaded,
+            "files": layer.files,
+        }
+        for layer in result.layers
+    ]
+    return data
+
+
+def summary(result: BuildResult) -> str:
+    sent = sum(1 for layer in result.layers if layer.uploaded)
+    rate = result.uploaded_bytes / result.seconds / 1e6 if result.seconds > 0 else 0.0
+    return (
+        f"image {result.pinned}: {_size(result.model_bytes)} of model in {len(result.layers)} layers "
+        f"({sent} sent, {len(result.layers) - sent} already there), {len(result.platforms)} platform(s), "
+        f"{result.seconds:.1f} s, {rate:.0f} MB/s"
+    )
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
+        n /= 1024  # type: ignore[assignment]
+    return f"{n} B"

@@ -1,0 +1,141 @@
+"""Registry credentials (auth files) and the challenge-response flows (Basic, Bearer token).
+
+Credentials come from the first of: --authfile / REGISTRY_AUTH_FILE, $DOCKER_CONFIG/config.json,
+~/.docker/config.json, $XDG_RUNTIME_DIR/containers/auth.json that has an entry for the registry
+(a Kubernetes `.dockerconfigjson` secret is such a file). Secrets live in `Credentials` only,
+whose repr hides them; nothing here logs or formats one into a message.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import UsageError
+
+DOCKER_HUB_KEYS = ("docker.io", "index.docker.io", "registry-1.docker.io", "registry.hub.docker.com")
+
+
+@dataclass(frozen=True)
+class Credentials:
+    username: str = field(default="", repr=False)
+    password: str = field(default="", repr=False)
+    identity_token: str = field(default="", repr=False)
+
+    def basic_header(self) -> str:
+        raw = f"{self.username}:{self.password}".encode()
+        return "Basic " + base64.b64encode(raw).decode()
+
+    def __repr__(self) -> str:
+        return "Credentials(***)"
+
+
+def auth_file_candidates(authfile: Path | None) -> list[Path]:
+    if authfile is not None:
+        return [authfile]
+    found: list[Path] = []
+    if os.environ.get("REGISTRY_AUTH_FILE"):
+        found.append(Path(os.environ["REGISTRY_AUTH_FILE"]))
+    if os.environ.get("DOCKER_CONFIG"):
+        found.append(Path(os.environ["DOCKER_CONFIG"]) / "config.json")
+    found.append(Path.home() / ".docker" / "config.json")
+    if os.environ.get("XDG_RUNTIME_DIR"):
+        found.append(Path(os.environ["XDG_RUNTIME_DIR"]) / "containers" / "auth.json")
+    return found
+
+
+def find_credentials(registry: str, repository: str, authfile: Path | None) -> Credentials | None:
+    """The credentials for `registry/repository`: the most specific key of the first file that has one."""
+    for path in auth_file_candidates(authfile):
+        if not path.is_file():
+            if authfile is not None:
+                raise UsageError(f"the auth file {path} does not exist; check --authfile / REGISTRY_AUTH_FILE")
+            continue
+        creds = _lookup(_read_auths(path), registry, repository, path)
+        if creds is not None:
+            return creds
+    return None
+
+
+def _read_auths(path: Path) -> dict[str, dict[str, str]]:
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "it is not valid JSON"
+        raise UsageError(f"cannot read the registry auth file {path}: {reason}; fix or remove it") from None
+    if not isinstance(doc, dict):
+        raise UsageError(f"the registry auth file {path} is not a JSON object; fix or remove it")
+    auths = doc.get("auths", doc if "auths" not in doc and "credHelpers" not in doc else {})
+    return {str(k): v for k, v in (auths or {}).items() if isinstance(v, dict)}
+
+
+def _normalise_key(key: str) -> str:
+    key = re.sub(r"^[a-z]+://", "", key).rstrip("/")
+    if key.endswith("/v1") or key.endswith("/v2"):
+        key = key[:-3]
+    host, _, rest = key.partition("/")
+    if host in DOCKER_HUB_KEYS:
+        host = "docker.io"
+    return f"{host}/{rest}" if rest else host
+
+
+def _lookup(auths: dict[str, dict[str, str]], registry: str, repository: str, path: Path) -> Credentials | None:
+    host = "docker.io" if registry in DOCKER_HUB_KEYS else registry
+    wanted = f"{host}/{repository}"
+    best: tuple[int, dict[str, str]] | None = None
+    for key, entry in auths.items():
+        norm = _normalise_key(key)
+        if (wanted == norm or wanted.startswith(norm + "/")) and (best is None or len(norm) > best[0]):
+            best = (len(norm), entry)
+    if best is None:
+        return None
+    return _credentials(best[1], path, host)
+
+
+def _credentials(entry: dict[str, str], path: Path, host: str) -> Credentials:
+    if entry.get("identitytoken"):
+        return Credentials(entry.get("username", ""), "", entry["identitytoken"])
+    if entry.get("username") is not None and entry.get("password") is not None:
+        return Credentials(entry["username"], entry["password"])
+    try:
+        decoded = base64.b64decode(entry.get("auth", ""), validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        decoded = ""
+    user, sep, password = decoded.partition(":")
+    if not sep:
+        raise UsageError(
+            f"the entry for {host} in the auth file {path} has no usable credentials "
+            "(expected auth = base64 of user:password); log in again"
+        )
+    return Credentials(user, password)
+
+
+@dataclass(frozen=True)
+class Challenge:
+    scheme: str  # "basic" or "bearer"
+    params: dict[str, str]
+
+
+_PARAM = re.compile(r'([A-Za-z_][\w-]*)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,]+))')
+
+
+def parse_challenge(header: str) -> Challenge | None:
+    """The first Basic or Bearer challenge in a WWW-Authenticate header."""
+    header = header.strip()
+    match = re.match(r"^([A-Za-z]+)\s*(.*)$", header, re.S)
+    if not match:
+        return None
+    scheme = match.group(1).lower()
+    if scheme not in ("basic", "bearer"):
+        return None
+    params = {
+        m.group(1).lower(): (m.group(2) if m.group(2) is not None else m.group(3))
+        for m in _PARAM.finditer(match.group(2))
+    }
+    params = {k: v.replace('\\"', '"') for k, v in params.items()}
+    return Challenge(scheme, params)

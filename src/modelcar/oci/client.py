@@ -1,0 +1,391 @@
+"""A client for the OCI distribution API of one registry: auth, retries, redirects, blobs, manifests.
+
+- TLS is verified unless --no-tls-verify, which also allows plain http (tried after https fails).
+- Timeouts are idle timeouts (connect, read, write); there is no total timeout.
+- Connection errors, 408/429/5xx are retried with exponential backoff and jitter (Retry-After honoured).
+- Redirects are followed by hand: the Authorization header never goes to another origin.
+- Basic and Bearer challenges are answered from the auth file; tokens are cached per scope set.
+"""
+
+from __future__ import annotations
+
+import json
+import ssl
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import certifi
+import httpx
+
+from ..errors import ModelcarError, UsageError
+from .auth import Challenge, Credentials, find_credentials, parse_challenge
+from .image import ACCEPT, media_type_of, sha256_digest
+from .retry import RETRYABLE_STATUS, RetryPolicy, describe_error, is_retryable_error
+
+TIMEOUT = httpx.Timeout(connect=30.0, read=300.0, write=300.0, pool=None)
+MAX_REDIRECTS = 10
+USER_AGENT = "modelcar"
+
+Body = bytes | Callable[[], Iterable[bytes]] | None
+
+
+class RegistryError(ModelcarError):
+    """A registry answered with an error or could not be reached."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class RegistryClient:
+    """One registry host; safe to share between threads."""
+
+    def __init__(
+        self,
+        registry: str,
+        *,
+        tls_verify: bool = True,
+        ca_bundle: Path | None = None,
+        authfile: Path | None = None,
+        retry: RetryPolicy | None = None,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.registry = registry
+        self.host = "registry-1.docker.io" if registry == "docker.io" else registry
+        self.tls_verify = tls_verify
+        self.authfile = authfile
+        self.retry = retry or RetryPolicy()
+        self.scheme: str | None = None
+        self._scopes: set[str] = set()
+        self._lock = threading.Lock()
+        self._auth_header: str | None = None
+        self._auth_scopes: frozenset[str] = frozenset()
+        self._challenge: Challenge | None = None
+        self._creds_cache: dict[str, Credentials | None] = {}
+        verify: ssl.SSLContext | bool = False
+        if tls_verify:
+            verify = ssl.create_default_context(cafile=certifi.where())
+            if ca_bundle is not None:
+                try:
+                    verify.load_verify_locations(cafile=str(ca_bundle))
+                except (OSError, ssl.SSLError) as exc:
+                    raise UsageError(f"cannot load the CA bundle {ca_bundle}: {exc}; give a PEM file") from None
+        limits = httpx.Limits(max_connections=32, max_keepalive_connections=16)
+        self._http = httpx.Client(
+            verify=verify,
+            timeout=TIMEOUT,
+            follow_redirects=False,
+            limits=limits,
+            headers={"User-Agent": USER_AGENT},
+            transport=transport,
+        )
+
+    def close(self) -> None:
+        self._http.close()
+
+    # ---- scopes and auth -------------------------------------------------------------------
+
+    def want(self, repository: str, actions: str) -> None:
+        """Adds a token scope (`pull` or `pull,push`) that later requests need."""
+        with self._lock:
+            self._scopes.add(f"repository:{repository}:{actions}")
+
+    def _credentials(self) -> Credentials | None:
+        pushing = sorted(s.split(":")[1] for s in self._scopes if s.endswith("push"))
+        key = (pushing or sorted(s.split(":")[1] for s in self._scopes) or [""])[0]
+        if key not in self._creds_cache:
+            self._creds_cache[key] = find_credentials(self.registry, key, self.authfile)
+        return self._creds_cache[key]
+
+    def _authenticate(self, response: httpx.Response) -> None:
+        """Answers the 401's challenge; raises when there is nothing better to send."""
+        challenge = parse_challenge(response.headers.get("WWW-Authenticate", ""))
+        if challenge is None:
+            raise RegistryError(
+                f"registry {self.registry} refused access (HTTP 401) without a Basic or Bearer challenge", 401
+            )
+        creds = self._credentials()
+        with self._lock:
+            scopes = frozenset(self._scopes)
+            if challenge.params.get("scope"):
+                scopes = scopes | set(challenge.params["scope"].split())
+        if challenge.scheme == "basic":
+            if creds is None:
+                raise self._denied(401, "no credentials for it were found")
+            header = creds.basic_header()
+        else:
+            header = "Bearer " + self._fetch_token(challenge, scopes, creds)
+        with self._lock:
+            self._auth_header = header
+            self._auth_scopes = scopes
+            self._challenge = challenge
+
+    def _fetch_token(self, challenge: Challenge, scopes: frozenset[str], creds: Credentials | None) -> str:
+        realm = challenge.params.get("realm")
+        if not realm:
+            raise RegistryError(f"registry {self.registry} sent a Bearer challenge without a realm", 401)
+        params: list[tuple[str, str]] = []
+        if challenge.params.get("service"):
+            params.append(("service", challenge.params["service"]))
+        params.extend(("scope", s) for s in sorted(scopes))
+        for attempt in range(self.retry.attempts):
+            try:
+                if creds is not None and creds.identity_token:
+                    form = dict(params[:1])
+                    form.update(
+                        grant_type="refresh_token",
+                        refresh_token=creds.identity_token,
+                        client_id=USER_AGENT,
+                        scope=" ".join(sorted(scopes)),
+                    )
+                    response = self._http.post(realm, data=form)
+                else:
+                    headers = {"Authorization": creds.basic_header()} if creds else {}
+                    response = self._http.get(realm, params=params, headers=headers)
+            except httpx.TransportError as exc:
+                if attempt + 1 < self.retry.attempts:
+                    self.retry.sleep(attempt)
+                    continue
+                raise RegistryError(
+                    f"cannot reach the token server of {self.registry}: {describe_error(exc)}"
+                ) from None
+            if response.status_code in RETRYABLE_STATUS and attempt + 1 < self.retry.attempts:
+                self.retry.sleep(attempt, response.headers.get("Retry-After"))
+                continue
+            if response.status_code in (401, 403):
+                raise self._denied(response.status_code, "the token server refused the credentials")
+            if response.status_code != 200:
+                raise RegistryError(
+                    f"the token server of {self.registry} answered HTTP {response.status_code}", response.status_code
+                )
+            try:
+                doc = response.json()
+                return str(doc.get("token") or doc["access_token"])
+            except (ValueError, KeyError, TypeError):
+                raise RegistryError(f"the token server of {self.registry} sent no token") from None
+        raise RegistryError(f"the token server of {self.registry} kept failing")
+
+    def _denied(self, status: int, why: str) -> RegistryError:
+        where = str(self.authfile) if self.authfile else "REGISTRY_AUTH_FILE, ~/.docker/config.json or auth.json"
+        return RegistryError(
+            f"registry {self.registry} denied access (HTTP {status}): {why}; "
+            f"log in (e.g. `skopeo login {self.registry}`) or pass --authfile; looked in {where}",
+            status,
+        )
+
+    # ---- the request loop -----------------------------------------------------------------
+
+    def _base(self) -> str:
+        if self.scheme is None:
+            self._ping()
+        return f"{self.scheme}://{self.host}"
+
+    def url(self, path: str) -> str:
+        return path if path.startswith(("http://", "https://")) else self._base() + path
+
+    def _ping(self) -> None:
+        """Finds the scheme: https, or http when TLS verification is off and https does not answer."""
+        if not self.tls_verify:
+            try:
+                self._http.get(f"https://{self.host}/v2/")
+                self.scheme = "https"
+                return
+            except httpx.TransportError:
+                pass  # not TLS (or not up): plain http is allowed with --no-tls-verify
+        scheme = "https" if self.tls_verify else "http"
+        for attempt in range(self.retry.attempts):
+            try:
+                self._http.get(f"{scheme}://{self.host}/v2/")
+                self.scheme = scheme
+                return
+            except httpx.TransportError as exc:
+                if attempt + 1 >= self.retry.attempts or not is_retryable_error(exc):
+                    hint = "; for a plain-http registry pass --no-tls-verify" if self.tls_verify else ""
+                    raise RegistryError(f"cannot reach registry {self.registry}: {describe_error(exc)}{hint}") from None
+                self.retry.sleep(attempt)
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        headers: dict[str, str] | None = None,
+        content: Body = None,
+        params: dict[str, str] | None = None,
+        ok: tuple[int, ...] = (200,),
+        stream: bool = False,
+        retries: bool = True,
+    ) -> httpx.Response:
+        """Sends a request with auth, retries and redirects; returns a response whose status is in `ok`.
+
+        `content` is bytes or a factory of byte iterators, so a retry can send the body again.
+        A streamed response must be closed by the caller.
+        """
+        url = self.url(path)
+        attempts = self.retry.attempts if retries else 1
+        tried_auth = False
+        attempt = 0
+        while True:
+            try:
+                response = self._send(method, url, headers or {}, content, params, stream)
+            except httpx.TransportError as exc:
+                if is_retryable_error(exc) and attempt + 1 < attempts:
+                    self.retry.sleep(attempt)
+                    attempt += 1
+                    continue
+                raise RegistryError(f"{method} {self._show(url)} failed: {describe_error(exc)}") from None
+            if response.status_code == 401 and not tried_auth:
+                _close(response, stream)
+                self._authenticate(response)
+                tried_auth = True
+                continue
+            if response.status_code in ok:
+                return response
+            if response.status_code in RETRYABLE_STATUS and attempt + 1 < attempts:
+                retry_after = response.headers.get("Retry-After")
+                _close(response, stream)
+                self.retry.sleep(attempt, retry_after)
+                attempt += 1
+                continue
+            if stream:
+                response.read()
+                response.close()
+            raise self.error_for(method, url, response)
+
+    def _send(
+        self,
+        method: str,
+        url: str,
+        headers: dict[str, str],
+        content: Body,
+        params: dict[str, str] | None,
+        stream: bool,
+    ) -> httpx.Response:
+        origin = httpx.URL(url)
+        current = url
+        for _ in range(MAX_REDIRECTS):
+            sent = dict(headers)
+            target = httpx.URL(current)
+            with self._lock:
+                auth = self._auth_header
+            if auth and _same_origin(target, origin):
+                sent["Authorization"] = auth
+            body: Any = content() if callable(content) else content
+            request = self._http.build_request(
+                method, current, headers=sent, content=body, params=params if current == url else None
+            )
+            response = self._http.send(request, stream=stream)
+            if response.status_code in (301, 302, 303, 307, 308) and "Location" in response.headers:
+                _close(response, stream)
+                current = str(response.url.join(response.headers["Location"]))
+                if response.status_code == 303:
+                    method, content = "GET", None
+                continue
+            return response
+        raise httpx.TooManyRedirects(f"more than {MAX_REDIRECTS} redirects")
+
+    def error_for(self, method: str, url: str, response: httpx.Response) -> RegistryError:
+        status = response.status_code
+        if status in (401, 403):
+            return self._denied(status, f"{method} {self._show(url)} was refused")
+        detail = ""
+        try:
+            errors = response.json().get("errors") or []
+            detail = "; ".join(f"{e.get('code', '')}: {e.get('message', '')}".strip(": ") for e in errors[:3])
+        except (ValueError, AttributeError):
+            detail = response.text[:200].strip() if response.text else ""
+        return RegistryError(
+            f"registry {self.registry} answered HTTP {status} to {method} {self._show(url)}"
+            + (f" ({detail})" if detail else ""),
+            status,
+        )
+
+    @staticmethod
+    def _show(url: str) -> str:
+        """A URL fit for a message: no query (upload state, signed storage parameters)."""
+        parsed = httpx.URL(url)
+        return str(parsed.copy_with(query=None))
+
+    # ---- the distribution API ---------------------------------------------------------------
+
+    def get_manifest(self, repository: str, reference: str) -> tuple[bytes, str, str]:
+        """(bytes, media type, digest) of a manifest or index."""
+        self.want(repository, "pull")
+        response = self.request(
+            "GET",
+            f"/v2/{repository}/manifests/{reference}",
+            headers={"Accept": ACCEPT},
+            ok=(200,),
+        )
+        data = response.content
+        digest = sha256_digest(data)
+        if reference.startswith("sha256:") and digest != reference:
+            raise RegistryError(f"registry {self.registry} sent a manifest for {reference} whose digest is {digest}")
+        return data, media_type_of(data, response.headers.get("Content-Type")), digest
+
+    def get_blob(self, repository: str, digest: str) -> bytes:
+        self.want(repository, "pull")
+        data = self.request("GET", f"/v2/{repository}/blobs/{digest}").content
+        if sha256_digest(data) != digest:
+            raise RegistryError(f"blob {digest} from {self.registry}/{repository} does not match its digest")
+        return data
+
+    def get_json(self, repository: str, digest: str) -> dict[str, Any]:
+        try:
+            value = json.loads(self.get_blob(repository, digest))
+        except ValueError:
+            raise RegistryError(f"blob {digest} of {self.registry}/{repository} is not JSON") from None
+        if not isinstance(value, dict):
+            raise RegistryError(f"blob {digest} of {self.registry}/{repository} is not a JSON object")
+        return value
+
+    @contextmanager
+    def open_blob(self, repository: str, digest: str, offset: int = 0) -> Iterator[Iterator[bytes]]:
+        """The blob's bytes from `offset`, streamed (redirects to storage hosts get no credentials)."""
+        self.want(repository, "pull")
+        headers = {"Range": f"bytes={offset}-"} if offset else {}
+        response = self.request("GET", f"/v2/{repository}/blobs/{digest}", headers=headers, ok=(200, 206), stream=True)
+        try:
+            skip = offset if (offset and response.status_code == 200) else 0
+            yield _skipping(response.iter_bytes(1 << 20), skip)
+        finally:
+            response.close()
+
+    def has_blob(self, repository: str, digest: str) -> bool:
+        self.want(repository, "pull")
+        response = self.request("HEAD", f"/v2/{repository}/blobs/{digest}", ok=(200, 404))
+        return response.status_code == 200
+
+    def put_manifest(self, repository: str, reference: str, data: bytes, media_type: str) -> str:
+        self.want(repository, "pull,push")
+        self.request(
+            "PUT",
+            f"/v2/{repository}/manifests/{reference}",
+            headers={"Content-Type": media_type},
+            content=data,
+            ok=(200, 201, 202),
+        )
+        return sha256_digest(data)
+
+
+def _same_origin(a: httpx.URL, b: httpx.URL) -> bool:
+    return (a.scheme, a.host, a.port) == (b.scheme, b.host, b.port)
+
+
+def _close(response: httpx.Response, stream: bool) -> None:
+    if stream:
+        response.close()
+    else:
+        response.read()
+
+
+def _skipping(chunks: Iterator[bytes], skip: int) -> Iterator[bytes]:
+    for chunk in chunks:
+        if skip >= len(chunk):
+            skip -= len(chunk)
+            continue
+        yield chunk[skip:] if skip else chunk
+        skip = 0

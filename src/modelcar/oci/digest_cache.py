@@ -1,0 +1,53 @@
+"""Layer digests remembered between runs, so a second push can HEAD before it reads a byte.
+
+The key of a layer is its tar headers (names, sizes, modes) and, for each file, (device, inode,
+size, mtime_ns, ctime_ns): a file rewritten in any way gets a new ctime, hence a new key. A wrong
+or stale entry costs nothing but a full upload: the digest sent is always the one computed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from pathlib import Path
+
+from .. import atomic
+from .layers import LayerPlan
+
+CACHE_VERSION = 1
+
+
+class DigestCache:
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        self._entries: dict[str, dict[str, int | str]] = {}
+        if path is not None and path.is_file():
+            try:
+                doc = json.loads(path.read_text())
+                if doc.get("version") == CACHE_VERSION:
+                    self._entries = dict(doc.get("layers") or {})
+            except (OSError, ValueError, AttributeError):
+                self._entries = {}
+
+    @staticmethod
+    def key(plan: LayerPlan) -> str:
+        hasher = hashlib.sha256()
+        for entry in plan.entries:
+            hasher.update(plan.headers[entry.name])
+            hasher.update(json.dumps(entry.stat_key).encode())
+        return hasher.hexdigest()
+
+    def get(self, plan: LayerPlan) -> str | None:
+        with self._lock:
+            entry = self._entries.get(self.key(plan))
+        if entry and entry.get("size") == plan.size:
+            return str(entry["digest"])
+        return None
+
+    def put(self, plan: LayerPlan, digest: str) -> None:
+        with self._lock:
+            self._entries[self.key(plan)] = {"digest": digest, "size": plan.size}
+            if self.path is not None:
+                atomic.write_json(self.path, {"version": CACHE_VERSION, "layers": self._entries})

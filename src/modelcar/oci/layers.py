@@ -1,0 +1,279 @@
+"""Reproducible tar layers of a model directory, generated in memory, file bytes streamed.
+
+A layer is a list of segments: tar headers (built here, a few hundred bytes each), the bytes of
+a file (read from disk when sent), and zero padding. Its size is known before a byte is read,
+and it can be produced again from any offset, which is what lets an interrupted upload resume
+without an intermediate tar file on disk.
+
+Every entry is `models/<path relative to the model directory>`: files 0644, directories 0755,
+owner 0:0, no user names, a fixed mtime, entries sorted. Sizes over 8 GiB and long or non-ASCII
+names get PAX records.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import tarfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+from ..errors import ModelcarError
+
+ROOT = "models"
+FILE_MODE = 0o644
+DIR_MODE = 0o755
+MTIME = 0
+BLOCK = 512
+END_OF_ARCHIVE = b"\0" * (2 * BLOCK)
+READ_SIZE = 1 << 20
+# Files at least this large get a layer of their own; smaller ones share one.
+LARGE_FILE = 16 << 20
+MODEL_CARD = "README.md"
+
+
+class ModelDirError(ModelcarError):
+    """The model directory holds something that cannot go into the image."""
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One thing under /models: a file, a directory or a symbolic link."""
+
+    name: str  # relative posix path inside the model directory
+    kind: str  # "file" | "dir" | "symlink"
+    size: int = 0
+    path: Path | None = None  # on disk, for files
+    target: str = ""  # for symlinks
+    stat_key: tuple[int, ...] = ()  # (dev, inode, size, mtime_ns, ctime_ns): what the digest cache keys on
+
+    @property
+    def tar_name(self) -> str:
+        return f"{ROOT}/{self.name}"
+
+
+def scan_model(model_dir: Path) -> list[Entry]:
+    """Every entry under `model_dir`, sorted; refuses what would be unsafe or unreadable in the image."""
+    if not model_dir.is_dir():
+        raise ModelDirError(
+            f"the model directory {model_dir} does not exist; run download-model first or put the model files there"
+        )
+    root = model_dir.resolve()
+    entries: list[Entry] = []
+    for dirpath, dirnames, filenames in os.walk(model_dir):
+        dirnames.sort()
+        for name in sorted(dirnames + filenames):
+            full = Path(dirpath) / name
+            rel = full.relative_to(model_dir).as_posix()
+            _check_name(rel, full)
+            info = full.lstat()
+            if stat.S_ISLNK(info.st_mode):
+                entries.append(Entry(rel, "symlink", target=_link_target(full, root, rel)))
+                if name in dirnames:
+                    dirnames.remove(name)  # os.walk does not follow it; keep it a link
+            elif stat.S_ISDIR(info.st_mode):
+                entries.append(Entry(rel, "dir"))
+            elif stat.S_ISREG(info.st_mode):
+                key = (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
+                entries.append(Entry(rel, "file", info.st_size, full, stat_key=key))
+            else:
+                raise ModelDirError(
+                    f"{full} is not a regular file, directory or symbolic link; remove it from the model"
+                )
+    entries.sort(key=lambda e: e.name)
+    return entries
+
+
+def _check_name(rel: str, full: Path) -> None:
+    parts = PurePosixPath(rel).parts
+    if not rel or rel.startswith("/") or any(p in ("", ".", "..") for p in parts) or "\0" in rel or "\\" in rel:
+        raise ModelDirError(f"{full}: the name cannot be stored under /{ROOT} safely; rename the file")
+
+
+def _link_target(link: Path, root: Path, rel: str) -> str:
+    """The link's target as a relative path that stays inside the model directory."""
+    raw = os.readlink(link)
+    base = (root / rel).parent
+    resolved = Path(os.path.normpath(Path(raw) if os.path.isabs(raw) else base / raw))
+    if resolved != root and root not in resolved.parents:
+        raise ModelDirError(
+            f"{link} is a symbolic link to {raw}, outside the model directory {root}; "
+            "replace it with the file itself or remove it"
+        )
+    return os.path.relpath(resolved, base) if os.path.isabs(raw) else raw
+
+
+@dataclass
+class LayerPlan:
+    """The entries of one layer and its exact byte size."""
+
+    entries: list[Entry]
+    title: str
+    headers: dict[str, bytes] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for entry in self.entries:
+            self.headers[entry.name] = tar_header(entry)
+
+    @property
+    def size(self) -> int:
+        total = len(END_OF_ARCHIVE)
+        for entry in self.entries:
+            total += len(self.headers[entry.name]) + _padded(entry.size if entry.kind == "file" else 0)
+        return total
+
+    @property
+    def files(self) -> list[Entry]:
+        return [e for e in self.entries if e.kind != "dir"]
+
+    def stream(self) -> LayerStream:
+        return LayerStream(self)
+
+
+def plan_layers(entries: list[Entry], large_file: int = LARGE_FILE) -> list[LayerPlan]:
+    """Small files together first, then one layer per large file (sorted), the model card last.
+
+    Each layer carries the directories above its files, so every layer unpacks on its own.
+    """
+    dirs = {e.name: e for e in entries if e.kind == "dir"}
+    small: list[Entry] = []
+    large: list[Entry] = []
+    card: list[Entry] = []
+    for entry in entries:
+        if entry.kind == "dir":
+            continue
+        if entry.name == MODEL_CARD:
+            card.append(entry)
+        elif entry.kind == "file" and entry.size >= large_file:
+            large.append(entry)
+        else:
+            small.append(entry)
+    # Directories with nothing in them still belong to the model.
+    used = {str(p) for e in small + large + card for p in PurePosixPath(e.name).parents if str(p) != "."}
+    small.extend(d for name, d in dirs.items() if name not in used)
+    groups: list[tuple[list[Entry], str]] = []
+    if small:
+        groups.append((small, "small files" if len(small) > 1 else small[0].name))
+    groups.extend(([e], e.name) for e in large)
+    groups.extend(([e], e.name) for e in card)
+    return [LayerPlan(_with_parents(members, dirs), title) for members, title in groups]
+
+
+def _with_parents(members: list[Entry], dirs: dict[str, Entry]) -> list[Entry]:
+    names = {"": Entry("", "dir")}
+    for entry in members:
+        for parent in PurePosixPath(entry.name).parents:
+            key = str(parent)
+            key = "" if key == "." else key
+            names.setdefault(key, dirs.get(key, Entry(key, "dir")))
+        names[entry.name] = entry
+    return [names[k] for k in sorted(names, key=_sort_key)]
+
+
+def _sort_key(name: str) -> tuple[str, ...]:
+    return tuple(PurePosixPath(name).parts)
+
+
+def tar_header(entry: Entry) -> bytes:
+    """The PAX tar header of an entry: fixed owner, times and modes; no user names."""
+    info = tarfile.TarInfo(f"{ROOT}/{entry.name}" if entry.name else ROOT)
+    info.mtime = MTIME
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    if entry.kind == "dir":
+        info.type = tarfile.DIRTYPE
+        info.mode = DIR_MODE
+        info.name += "/"
+    elif entry.kind == "symlink":
+        info.type = tarfile.SYMTYPE
+        info.mode = 0o777
+        info.linkname = entry.target
+    else:
+        info.type = tarfile.REGTYPE
+        info.mode = FILE_MODE
+        info.size = entry.size
+    return info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
+
+
+def _padded(size: int) -> int:
+    return -(-size // BLOCK) * BLOCK
+
+
+@dataclass(frozen=True)
+class _Segment:
+    start: int
+    length: int
+    data: bytes | None = None  # header or padding bytes
+    path: Path | None = None  # file bytes
+    name: str = ""
+
+
+class LayerStream:
+    """The bytes of a layer, produced from any offset, in chunks of at most READ_SIZE."""
+
+    def __init__(self, plan: LayerPlan) -> None:
+        self.size = plan.size
+        self._segments: list[_Segment] = []
+        pos = 0
+        for entry in plan.entries:
+            header = plan.headers[entry.name]
+            self._segments.append(_Segment(pos, len(header), data=header))
+            pos += len(header)
+            if entry.kind == "file" and entry.size:
+                self._segments.append(_Segment(pos, entry.size, path=entry.path, name=entry.name))
+                pos += entry.size
+                pad = _padded(entry.size) - entry.size
+                if pad:
+                    self._segments.append(_Segment(pos, pad, data=b"\0" * pad))
+                    pos += pad
+        self._segments.append(_Segment(pos, len(END_OF_ARCHIVE), data=END_OF_ARCHIVE))
+        assert pos + len(END_OF_ARCHIVE) == self.size
+
+    def chunks(self, offset: int = 0) -> Iterator[bytes]:
+        """Yields the layer's bytes from `offset` to the end; small segments are coalesced."""
+        pending = bytearray()
+        for seg in self._segments:
+            end = seg.start + seg.length
+            if end <= offset:
+                continue
+            skip = max(0, offset - seg.start)
+            if seg.data is not None:
+                pending += seg.data[skip:]
+                if len(pending) >= READ_SIZE:
+                    yield bytes(pending)
+                    pending.clear()
+                continue
+            assert seg.path is not None
+            yield from self._file_chunks(seg, skip, pending)
+            pending = bytearray()
+        if pending:
+            yield bytes(pending)
+
+    @staticmethod
+    def _file_chunks(seg: _Segment, skip: int, pending: bytearray) -> Iterator[bytes]:
+        assert seg.path is not None
+        remaining = seg.length - skip
+        try:
+            handle = open(seg.path, "rb", buffering=0)  # noqa: SIM115
+        except OSError as exc:
+            raise ModelDirError(f"cannot read {seg.path}: {exc.strerror}") from None
+        with handle:
+            if skip:
+                handle.seek(skip)
+            if pending:
+                first = handle.read(min(remaining, READ_SIZE - len(pending)))
+                remaining -= len(first)
+                yield bytes(pending) + first
+                if len(first) == 0 and remaining:
+                    raise _changed(seg)
+            while remaining > 0:
+                data = handle.read(min(remaining, READ_SIZE))
+                if not data:
+                    raise _changed(seg)
+                remaining -= len(data)
+                yield data
+
+
+def _changed(seg: _Segment) -> ModelDirError:
+    return ModelDirError(f"{seg.path} changed size while it was being packaged; run build-and-push again")

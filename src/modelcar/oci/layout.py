@@ -1,0 +1,154 @@
+"""The OCI image layout on disk (`oci:DIR[:TAG]`): read a base from it, write an image into it.
+
+Blobs are written to a temporary name in blobs/sha256/, hashed on the way, and renamed to their
+digest only when complete; index.json is replaced atomically. A killed run leaves at most a
+temporary file that the next run ignores.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from .. import atomic
+from ..errors import ModelcarError
+from .image import OCI_INDEX, Descriptor, media_type_of
+
+REF_NAME = "org.opencontainers.image.ref.name"
+LAYOUT_FILE = "oci-layout"
+LAYOUT_VERSION = {"imageLayoutVersion": "1.0.0"}
+READ_SIZE = 1 << 20
+
+
+class LayoutError(ModelcarError):
+    """An OCI layout that is missing, damaged, or lacks the image asked for."""
+
+
+class Layout:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def blob_path(self, digest: str) -> Path:
+        algorithm, _, hexdigest = digest.partition(":")
+        if algorithm != "sha256" or len(hexdigest) != 64 or not all(c in "0123456789abcdef" for c in hexdigest):
+            raise LayoutError(f"unsupported or malformed digest {digest!r} in {self.path}")
+        return self.path / "blobs" / "sha256" / hexdigest
+
+    # ---- reading -------------------------------------------------------------------------
+
+    def read_index(self) -> dict[str, Any]:
+        index_path = self.path / "index.json"
+        if not index_path.is_file():
+            raise LayoutError(f"{self.path} is not an OCI image layout (no index.json); check the oci: path")
+        try:
+            index = json.loads(index_path.read_text())
+        except (OSError, ValueError) as exc:
+            raise LayoutError(f"cannot read {index_path}: {exc}") from None
+        if not isinstance(index, dict):
+            raise LayoutError(f"{index_path} is not a JSON object")
+        return index
+
+    def resolve(self, tag: str | None, digest: str | None = None) -> Descriptor:
+        """The descriptor of the image tagged `tag` (or with `digest`; or the only one)."""
+        manifests = [Descriptor.from_json(m) for m in self.read_index().get("manifests", [])]
+        if digest:
+            found = [m for m in manifests if m.digest == digest]
+            if found:
+                return found[0]
+            if self.blob_path(digest).is_file():
+                data = self.read_blob(digest)
+                return Descriptor(media_type_of(data, None), digest, len(data))
+            raise LayoutError(f"{self.path} has no image {digest}")
+        if tag is None:
+            if len(manifests) == 1:
+                return manifests[0]
+            tag = "latest"
+        for descriptor in manifests:
+            if descriptor.annotations.get(REF_NAME) == tag:
+                return descriptor
+        names = sorted(m.annotations.get(REF_NAME, "?") for m in manifests)
+        raise LayoutError(f"{self.path} has no image tagged {tag!r} (tags: {', '.join(names) or 'none'})")
+
+    def read_blob(self, digest: str) -> bytes:
+        path = self.blob_path(digest)
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise LayoutError(f"blob {digest} is missing from {self.path} ({exc.strerror})") from None
+        if "sha256:" + hashlib.sha256(data).hexdigest() != digest:
+            raise LayoutError(f"blob {digest} in {self.path} is damaged (its content has another digest)")
+        return data
+
+    def read_json(self, digest: str) -> dict[str, Any]:
+        value = json.loads(self.read_blob(digest))
+        if not isinstance(value, dict):
+            raise LayoutError(f"blob {digest} in {self.path} is not a JSON object")
+        return value
+
+    def has_blob(self, digest: str) -> bool:
+        return self.blob_path(digest).is_file()
+
+    def blob_size(self, digest: str) -> int:
+        return self.blob_path(digest).stat().st_size
+
+    def open_blob(self, digest: str, offset: int = 0) -> Iterator[bytes]:
+        with open(self.blob_path(digest), "rb", buffering=0) as handle:
+            handle.seek(offset)
+            while chunk := handle.read(READ_SIZE):
+                yield chunk
+
+    # ---- writing -------------------------------------------------------------------------
+
+    def init(self) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        (self.path / "blobs" / "sha256").mkdir(parents=True, exist_ok=True)
+        if not (self.path / LAYOUT_FILE).is_file():
+            atomic.write_json(self.path / LAYOUT_FILE, LAYOUT_VERSION)
+        if not (self.path / "index.json").is_file():
+            atomic.write_json(self.path / "index.json", {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": []})
+
+    def write_blob(self, data: bytes) -> str:
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        if not self.has_blob(digest):
+            atomic.write_bytes(self.blob_path(digest), data)
+        return digest
+
+    def write_stream(self, chunks: Iterator[bytes], progress: Callable[[int], None] | None = None) -> tuple[str, int]:
+        """Writes a blob from chunks, hashing on the way; renamed to its digest once complete."""
+        directory = self.path / "blobs" / "sha256"
+        fd, tmp = tempfile.mkstemp(prefix=".upload-", suffix=".tmp", dir=directory)
+        hasher = hashlib.sha256()
+        size = 0
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                for chunk in chunks:
+                    hasher.update(chunk)
+                    handle.write(chunk)
+                    size += len(chunk)
+                    if progress is not None:
+                        progress(len(chunk))
+                handle.flush()
+                os.fsync(handle.fileno())
+            digest = "sha256:" + hasher.hexdigest()
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, self.blob_path(digest))
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return digest, size
+
+    def tag(self, descriptor: Descriptor, tag: str) -> None:
+        """Points `tag` at `descriptor` in index.json (other tags stay)."""
+        index = self.read_index()
+        kept = [m for m in index.get("manifests", []) if (m.get("annotations") or {}).get(REF_NAME) != tag]
+        entry = Descriptor(
+            descriptor.media_type, descriptor.digest, descriptor.size, {REF_NAME: tag}, descriptor.platform
+        )
+        index["manifests"] = [*kept, entry.to_json()]
+        index.setdefault("schemaVersion", 2)
+        atomic.write_json(self.path / "index.json", index)

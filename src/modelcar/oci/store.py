@@ -1,0 +1,203 @@
+"""Where images come from and go to, behind one interface: a registry repository or an OCI layout."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import ModelcarError
+from .client import RegistryClient
+from .image import Descriptor, media_type_of, sha256_digest
+from .layout import Layout
+from .reference import ImageRef, LayoutRef, RegistryRef
+from .retry import RetryPolicy
+from .upload import BlobSource, upload_blob, upload_bytes
+
+Progress = Callable[[int], None] | None
+
+
+@dataclass(frozen=True)
+class ClientOptions:
+    tls_verify: bool = True
+    ca_bundle: Path | None = None
+    authfile: Path | None = None
+    retry: RetryPolicy | None = None
+
+
+class Clients:
+    """One RegistryClient per registry host, shared by the base and the destination."""
+
+    def __init__(self, options: ClientOptions) -> None:
+        self.options = options
+        self._clients: dict[str, RegistryClient] = {}
+        self._lock = threading.Lock()
+
+    def get(self, registry: str) -> RegistryClient:
+        with self._lock:
+            if registry not in self._clients:
+                self._clients[registry] = RegistryClient(
+                    registry,
+                    tls_verify=self.options.tls_verify,
+                    ca_bundle=self.options.ca_bundle,
+                    authfile=self.options.authfile,
+                    retry=self.options.retry,
+                )
+            return self._clients[registry]
+
+    def close(self) -> None:
+        for client in self._clients.values():
+            client.close()
+
+
+class RemoteBlob:
+    """A registry blob as a BlobSource (ranged GETs to start anywhere)."""
+
+    def __init__(self, client: RegistryClient, repository: str, digest: str, size: int) -> None:
+        self.client, self.repository, self.digest, self.size = client, repository, digest, size
+
+    def chunks(self, offset: int = 0) -> Iterator[bytes]:
+        with self.client.open_blob(self.repository, self.digest, offset) as chunks:
+            yield from chunks
+
+
+class LayoutBlob:
+    def __init__(self, layout: Layout, digest: str, size: int) -> None:
+        self.layout, self.digest, self.size = layout, digest, size
+
+    def chunks(self, offset: int = 0) -> Iterator[bytes]:
+        return self.layout.open_blob(self.digest, offset)
+
+
+class Store:
+    """Reads and writes of one image location."""
+
+    ref: ImageRef
+
+    def manifest(self, reference: str) -> tuple[bytes, str, str]:
+        raise NotImplementedError
+
+    def json_blob(self, digest: str) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def blob(self, descriptor: Descriptor) -> BlobSource:
+        raise NotImplementedError
+
+    def has_blob(self, digest: str) -> bool:
+        raise NotImplementedError
+
+    def put_stream(self, source: BlobSource, progress: Progress = None) -> str:
+        raise NotImplementedError
+
+    def copy_blob(self, origin: Store, descriptor: Descriptor) -> None:
+        _check_copy(origin, descriptor, self.put_stream(origin.blob(descriptor)))
+
+    def put_bytes(self, data: bytes) -> str:
+        raise NotImplementedError
+
+    def put_manifest(self, data: bytes, media_type: str, tag: str | None) -> str:
+        raise NotImplementedError
+
+    def pinned(self, digest: str) -> str:
+        raise NotImplementedError
+
+
+class RegistryStore(Store):
+    def __init__(self, ref: RegistryRef, client: RegistryClient) -> None:
+        self.ref = ref
+        self.client = client
+        self.repository = ref.repository
+
+    def manifest(self, reference: str) -> tuple[bytes, str, str]:
+        return self.client.get_manifest(self.repository, reference)
+
+    def json_blob(self, digest: str) -> dict[str, Any]:
+        return self.client.get_json(self.repository, digest)
+
+    def blob(self, descriptor: Descriptor) -> BlobSource:
+        return RemoteBlob(self.client, self.repository, descriptor.digest, descriptor.size)
+
+    def has_blob(self, digest: str) -> bool:
+        return self.client.has_blob(self.repository, digest)
+
+    def put_stream(self, source: BlobSource, progress: Progress = None) -> str:
+        return upload_blob(self.client, self.repository, source, progress)
+
+    def copy_blob(self, origin: Store, descriptor: Descriptor) -> None:
+        if isinstance(origin, RegistryStore) and origin.client is self.client:
+            self.client.want(origin.repository, "pull")
+            mount = (descriptor.digest, origin.repository)
+            digest = upload_blob(self.client, self.repository, origin.blob(descriptor), None, mount=mount)
+            _check_copy(origin, descriptor, digest)
+            return
+        _check_copy(origin, descriptor, self.put_stream(origin.blob(descriptor)))
+
+    def put_bytes(self, data: bytes) -> str:
+        digest = sha256_digest(data)
+        upload_bytes(self.client, self.repository, data, digest)
+        return digest
+
+    def put_manifest(self, data: bytes, media_type: str, tag: str | None) -> str:
+        digest = sha256_digest(data)
+        return self.client.put_manifest(self.repository, tag or digest, data, media_type)
+
+    def pinned(self, digest: str) -> str:
+        return str(self.ref.with_digest(digest))
+
+
+class LayoutStore(Store):
+    def __init__(self, ref: LayoutRef) -> None:
+        self.ref = ref
+        self.layout = Layout(ref.path)
+
+    def manifest(self, reference: str) -> tuple[bytes, str, str]:
+        if reference.startswith("sha256:"):
+            descriptor = self.layout.resolve(None, reference)
+        else:
+            descriptor = self.layout.resolve(self.ref.tag if reference == self.ref.reference else reference)
+        data = self.layout.read_blob(descriptor.digest)
+        return data, media_type_of(data, descriptor.media_type), descriptor.digest
+
+    def json_blob(self, digest: str) -> dict[str, Any]:
+        return self.layout.read_json(digest)
+
+    def blob(self, descriptor: Descriptor) -> BlobSource:
+        return LayoutBlob(self.layout, descriptor.digest, descriptor.size)
+
+    def has_blob(self, digest: str) -> bool:
+        return self.layout.has_blob(digest)
+
+    def put_stream(self, source: BlobSource, progress: Progress = None) -> str:
+        self.layout.init()
+        digest, _ = self.layout.write_stream(source.chunks(0), progress)
+        return digest
+
+    def put_bytes(self, data: bytes) -> str:
+        self.layout.init()
+        return self.layout.write_blob(data)
+
+    def put_manifest(self, data: bytes, media_type: str, tag: str | None) -> str:
+        self.layout.init()
+        digest = self.layout.write_blob(data)
+        if tag:
+            self.layout.tag(Descriptor(media_type, digest, len(data)), tag)
+        return digest
+
+    def pinned(self, digest: str) -> str:
+        return str(LayoutRef(self.ref.path, None, digest))
+
+
+def _check_copy(origin: Store, descriptor: Descriptor, digest: str) -> None:
+    if digest != descriptor.digest:
+        raise ModelcarError(
+            f"the base image {origin.ref} has a layer {descriptor.digest} whose content has digest {digest}; "
+            "the base is damaged: pull it again or pick another base"
+        )
+
+
+def open_store(ref: ImageRef, clients: Clients) -> Store:
+    if isinstance(ref, LayoutRef):
+        return LayoutStore(ref)
+    return RegistryStore(ref, clients.get(ref.registry))

@@ -1,0 +1,237 @@
+"""The registry client against an in-memory registry (httpx.MockTransport): auth, retries, redirects, resume."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+
+from modelcar.oci.client import RegistryClient, RegistryError
+from modelcar.oci.retry import RetryPolicy
+from modelcar.oci.upload import upload_blob
+
+FAST = RetryPolicy(attempts=6, base=0.001, cap=0.01, max_wait=0.05)
+TOKEN = "tok-s3cr3t"
+PASSWORD = "pa55-s3cr3t"
+
+
+@dataclass
+class BytesSource:
+    data: bytes
+    size: int = 0
+
+    def __post_init__(self) -> None:
+        self.size = len(self.data)
+
+    def chunks(self, offset: int = 0) -> Iterator[bytes]:
+        for i in range(offset, self.size, 1 << 16):
+            yield self.data[i : i + (1 << 16)]
+
+
+@dataclass
+class FakeRegistry:
+    """Enough of the distribution API, with faults to inject."""
+
+    auth: str = "bearer"  # "bearer" | "basic" | "none"
+    cut_after: list[int] = field(default_factory=list)  # cut the next PATCHes after N bytes each
+    lose_session_once: bool = False
+    refuse_stream: bool = False  # 413 on a PATCH without Content-Range
+    fail_statuses: list[int] = field(default_factory=list)  # answers to the next requests
+    uploads: dict[str, bytearray] = field(default_factory=dict)
+    blobs: dict[str, bytes] = field(default_factory=dict)
+    log: list[tuple[str, str, str | None]] = field(default_factory=list)
+    storage_auth: list[str | None] = field(default_factory=list)
+
+    def handler(self, request: httpx.Request) -> httpx.Response:
+        auth = request.headers.get("Authorization")
+        self.log.append((request.method, request.url.path, auth))
+        host = request.url.host
+        if host == "auth.test":
+            expected = "Basic " + base64.b64encode(f"me:{PASSWORD}".encode()).decode()
+            if auth != expected:
+                return httpx.Response(401)
+            assert any(s.startswith("repository:r:pull") for s in request.url.params.get_list("scope"))
+            return httpx.Response(200, json={"token": TOKEN})
+        if host == "storage.test":
+            self.storage_auth.append(auth)
+            return httpx.Response(200, content=b"blob-bytes")
+        if self.fail_statuses:
+            status = self.fail_statuses.pop(0)
+            return httpx.Response(status, headers={"Retry-After": "0"} if status == 429 else {})
+        if not self._authorized(auth):
+            challenge = (
+                'Bearer realm="https://auth.test/token",service="reg.test"'
+                if self.auth == "bearer"
+                else 'Basic realm="x"'
+            )
+            return httpx.Response(401, headers={"WWW-Authenticate": challenge})
+        return self._route(request)
+
+    def _authorized(self, auth: str | None) -> bool:
+        if self.auth == "none":
+            return True
+        if self.auth == "bearer":
+            return auth == f"Bearer {TOKEN}"
+        return auth == "Basic " + base64.b64encode(f"me:{PASSWORD}".encode()).decode()
+
+    def _route(self, request: httpx.Request) -> httpx.Response:
+        path = request.url.path
+        if path == "/v2/":
+            return httpx.Response(200)
+        if request.method == "POST" and path.endswith("/blobs/uploads/"):
+            upload = uuid.uuid4().hex
+            self.uploads[upload] = bytearray()
+            return httpx.Response(202, headers={"Location": f"/upload/{upload}?_state=x"})
+        if path.startswith("/upload/"):
+            return self._upload(request, path.rsplit("/", 1)[1])
+        if "/blobs/" in path:
+            digest = path.rsplit("/", 1)[1]
+            if request.method == "HEAD":
+                return httpx.Response(200 if digest in self.blobs else 404)
+            return httpx.Response(307, headers={"Location": "https://storage.test/blob?sig=1"})
+        return httpx.Response(404)
+
+    def _upload(self, request: httpx.Request, upload: str) -> httpx.Response:
+        if upload not in self.uploads:
+            return httpx.Response(404, json={"errors": [{"code": "BLOB_UPLOAD_UNKNOWN"}]})
+        data = self.uploads[upload]
+        location = {"Location": f"/upload/{upload}?_state=y"}
+        if request.method == "GET":
+            if self.lose_session_once:
+                self.lose_session_once = False
+                del self.uploads[upload]
+                return httpx.Response(404)
+            return httpx.Response(204, headers={**location, "Range": f"0-{len(data) - 1}"})
+        if request.method == "PATCH":
+            ranged = request.headers.get("Content-Range")
+            if self.refuse_stream and not ranged:
+                request.read()
+                return httpx.Response(413)
+            if ranged and int(ranged.split("-")[0]) != len(data):
+                request.read()
+                return httpx.Response(416)
+            limit = self.cut_after.pop(0) if self.cut_after else None
+            for chunk in request.stream:  # type: ignore[union-attr]
+                if limit is not None and len(chunk) >= limit:
+                    data += chunk[:limit]
+                    raise httpx.WriteError("connection cut")
+                if limit is not None:
+                    limit -= len(chunk)
+                data += chunk
+            return httpx.Response(202, headers=location)
+        if request.method == "PUT":
+            digest = request.url.params["digest"]
+            assert digest == "sha256:" + hashlib.sha256(bytes(data)).hexdigest()
+            self.blobs[digest] = bytes(data)
+            del self.uploads[upload]
+            return httpx.Response(201)
+        return httpx.Response(405)
+
+
+def _client(fake: FakeRegistry, tmp_path: Path) -> RegistryClient:
+    authfile = tmp_path / "auth.json"
+    token = base64.b64encode(f"me:{PASSWORD}".encode()).decode()
+    authfile.write_text(json.dumps({"auths": {"reg.test": {"auth": token}}}))
+    return RegistryClient("reg.test", authfile=authfile, retry=FAST, transport=httpx.MockTransport(fake.handler))
+
+
+def _push(fake: FakeRegistry, tmp_path: Path, data: bytes) -> str:
+    client = _client(fake, tmp_path)
+    try:
+        return upload_blob(client, "r", BytesSource(data))
+    finally:
+        client.close()
+
+
+def _digest(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def test_bearer_flow_and_one_streamed_patch(tmp_path: Path) -> None:
+    fake = FakeRegistry()
+    data = os.urandom(300_000)
+    assert _push(fake, tmp_path, data) == _digest(data)
+    assert fake.blobs[_digest(data)] == data
+    assert [m for m, _, _ in fake.log].count("PATCH") == 1
+    token_requests = [entry for entry in fake.log if entry[1] == "/token"]
+    assert len(token_requests) == 1
+
+
+def test_basic_flow(tmp_path: Path) -> None:
+    fake = FakeRegistry(auth="basic")
+    data = b"hello" * 1000
+    assert _push(fake, tmp_path, data) == _digest(data)
+
+
+def test_no_credentials_is_a_clear_error_without_secrets(tmp_path: Path) -> None:
+    fake = FakeRegistry(auth="basic")
+    client = RegistryClient("reg.test", retry=FAST, transport=httpx.MockTransport(fake.handler))
+    client._creds_cache[""] = None
+    client._creds_cache["r"] = None
+    with pytest.raises(RegistryError, match=r"denied access \(HTTP 401\).*--authfile"):
+        client.has_blob("r", _digest(b"x"))
+
+
+def test_cut_connections_resume_from_the_registry_range(tmp_path: Path) -> None:
+    fake = FakeRegistry(auth="none", cut_after=[100_000, 70_000, 5])
+    data = os.urandom(1_000_000)
+    assert _push(fake, tmp_path, data) == _digest(data)
+    patches = [e for e in fake.log if e[0] == "PATCH"]
+    assert len(patches) == 4
+    assert [m for m, _, _ in fake.log].count("POST") == 1  # resumed, never restarted
+
+
+def test_lost_session_restarts_the_blob(tmp_path: Path) -> None:
+    fake = FakeRegistry(auth="none", cut_after=[1000], lose_session_once=True)
+    data = os.urandom(50_000)
+    assert _push(fake, tmp_path, data) == _digest(data)
+    assert [m for m, _, _ in fake.log].count("POST") == 2
+
+
+def test_chunked_fallback_when_the_stream_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("modelcar.oci.upload.CHUNK", 64 * 1024)
+    fake = FakeRegistry(auth="none", refuse_stream=True)
+    data = os.urandom(200_000)
+    assert _push(fake, tmp_path, data) == _digest(data)
+    assert [m for m, _, _ in fake.log].count("PATCH") == 1 + 4
+
+
+def test_5xx_and_429_are_retried(tmp_path: Path) -> None:
+    fake = FakeRegistry(auth="none", fail_statuses=[503, 500, 429, 502])
+    data = b"abc" * 100
+    assert _push(fake, tmp_path, data) == _digest(data)
+
+
+def test_too_many_failures_give_up_with_the_status(tmp_path: Path) -> None:
+    fake = FakeRegistry(auth="none", fail_statuses=[503] * 20)
+    client = _client(fake, tmp_path)
+    with pytest.raises(RegistryError, match="HTTP 503"):
+        client.has_blob("r", _digest(b"x"))
+
+
+def test_redirect_to_storage_gets_no_authorization(tmp_path: Path) -> None:
+    fake = FakeRegistry()
+    client = _client(fake, tmp_path)
+    with client.open_blob("r", _digest(b"blob-bytes")) as chunks:
+        assert b"".join(chunks) == b"blob-bytes"
+    assert fake.storage_auth == [None]
+    assert any(auth == f"Bearer {TOKEN}" for _, path, auth in fake.log if "/blobs/" in path)
+
+
+def test_secrets_never_in_error_messages(tmp_path: Path) -> None:
+    fake = FakeRegistry()
+    client = _client(fake, tmp_path)
+    client.has_blob("r", _digest(b"x"))
+    fake.fail_statuses.append(400)
+    with pytest.raises(RegistryError) as info:
+        client.has_blob("r", _digest(b"x"))
+    assert TOKEN not in str(info.value) and PASSWORD not in str(info.value)
+    assert PASSWORD not in repr(client._credentials())

@@ -1,0 +1,138 @@
+"""Tar layers: headers, reproducibility, layering, offsets, unsafe entries, files over 8 GiB."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from modelcar.oci.layers import LARGE_FILE, ModelDirError, plan_layers, scan_model
+
+
+def _stream_bytes(plan) -> bytes:  # type: ignore[no-untyped-def]
+    return b"".join(plan.stream().chunks())
+
+
+def _model(tmp_path: Path) -> Path:
+    model = tmp_path / "model"
+    (model / "sub" / "deep").mkdir(parents=True)
+    (model / "empty").mkdir()
+    (model / "config.json").write_text('{"a": 1}')
+    (model / "README.md").write_text("# card\n")
+    (model / "sub" / "config.json").write_text('{"sub": true}')
+    (model / "sub" / "deep" / "t.txt").write_text("deep")
+    (model / "shard-1.safetensors").write_bytes(os.urandom(LARGE_FILE + 1000))
+    (model / "shard-2.safetensors").write_bytes(os.urandom(LARGE_FILE))
+    (model / ("ünïcode-" + "n" * 120 + ".json")).write_text("{}")
+    os.symlink("config.json", model / "alias.json")
+    os.chmod(model / "config.json", 0o600)
+    return model
+
+
+def test_layering_small_files_together_large_alone_card_last(tmp_path: Path) -> None:
+    plans = plan_layers(scan_model(_model(tmp_path)))
+    titles = [p.title for p in plans]
+    assert titles == ["small files", "shard-1.safetensors", "shard-2.safetensors", "README.md"]
+    small = {e.name for e in plans[0].files}
+    assert {"config.json", "sub/config.json", "sub/deep/t.txt", "alias.json"} <= small
+    assert [e.name for e in plans[3].files] == ["README.md"]
+
+
+def test_headers_are_fixed_and_tar_reads_every_layer(tmp_path: Path) -> None:
+    model = _model(tmp_path)
+    for plan in plan_layers(scan_model(model)):
+        data = _stream_bytes(plan)
+        assert len(data) == plan.size
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
+            members = tar.getmembers()
+            names = [m.name for m in members]
+            assert names == sorted(names, key=lambda n: n.split("/"))
+            for member in members:
+                assert member.name == "models" or member.name.startswith("models/")
+                assert (member.uid, member.gid, member.uname, member.gname, member.mtime) == (0, 0, "", "", 0)
+                if member.isdir():
+                    assert member.mode == 0o755
+                elif member.isfile():
+                    assert member.mode == 0o644
+                    extracted = tar.extractfile(member)
+                    assert extracted is not None
+                    assert extracted.read() == (model / member.name[len("models/") :]).read_bytes()
+                else:
+                    assert member.issym() and member.linkname == "config.json"
+
+
+def test_same_files_same_bytes_whatever_the_times_and_owners(tmp_path: Path) -> None:
+    model = _model(tmp_path)
+    first = [hashlib.sha256(_stream_bytes(p)).hexdigest() for p in plan_layers(scan_model(model))]
+    for path in model.rglob("*"):
+        if not path.is_symlink():
+            os.utime(path, (1_700_000_000, 1_700_000_000))
+    os.chmod(model / "sub" / "config.json", 0o600)
+    second = [hashlib.sha256(_stream_bytes(p)).hexdigest() for p in plan_layers(scan_model(model))]
+    assert first == second
+
+
+def test_stream_from_any_offset_is_the_tail(tmp_path: Path) -> None:
+    plans = plan_layers(scan_model(_model(tmp_path)))
+    plan = plans[0]
+    whole = _stream_bytes(plan)
+    for offset in (0, 1, 511, 512, 513, 1536, len(whole) - 1025, len(whole) - 1):
+        assert b"".join(plan.stream().chunks(offset)) == whole[offset:]
+    big = plans[1]
+    whole = _stream_bytes(big)
+    for offset in (700, LARGE_FILE // 2, len(whole) - 3):
+        assert b"".join(big.stream().chunks(offset)) == whole[offset:]
+
+
+def test_symlink_leaving_the_model_is_refused_with_its_name(tmp_path: Path) -> None:
+    model = tmp_path / "model"
+    model.mkdir()
+    (tmp_path / "secret").write_text("no")
+    os.symlink("../secret", model / "leak.json")
+    with pytest.raises(ModelDirError, match=r"leak\.json.*outside the model directory"):
+        scan_model(model)
+
+
+def test_absolute_symlink_inside_becomes_relative(tmp_path: Path) -> None:
+    model = tmp_path / "model"
+    (model / "d").mkdir(parents=True)
+    (model / "a.json").write_text("{}")
+    os.symlink(model / "a.json", model / "d" / "b.json")
+    entries = {e.name: e for e in scan_model(model)}
+    assert entries["d/b.json"].target == "../a.json"
+
+
+def test_special_files_refused(tmp_path: Path) -> None:
+    model = tmp_path / "model"
+    model.mkdir()
+    os.mkfifo(model / "pipe")
+    with pytest.raises(ModelDirError, match="pipe"):
+        scan_model(model)
+
+
+def test_missing_model_dir_says_what_to_do(tmp_path: Path) -> None:
+    with pytest.raises(ModelDirError, match="download-model"):
+        scan_model(tmp_path / "nope")
+
+
+def test_sparse_file_over_8_gib_gets_a_valid_header(tmp_path: Path) -> None:
+    model = tmp_path / "model"
+    model.mkdir()
+    size = 9 * (1 << 30) + 123
+    with open(model / "huge.safetensors", "wb") as handle:
+        handle.truncate(size)
+    (plan,) = plan_layers(scan_model(model))
+    assert plan.size == 512 + 1536 + size + (512 - size % 512) + 1024
+    # The headers up to the file's bytes: the directory entry, then PAX + ustar for the file.
+    head = next(plan.stream().chunks())
+    header_end = len(plan.headers[""]) + len(plan.headers["huge.safetensors"])
+    with tarfile.open(fileobj=io.BytesIO(head[:header_end] + b"\0" * 1024), mode="r:") as tar:
+        first = tar.next()
+        second = tar.next()
+    assert first is not None and first.isdir()
+    assert second is not None and second.name == "models/huge.safetensors" and second.size == size
+    assert b"size=" + str(size).encode() in plan.headers["huge.safetensors"]

@@ -15,8 +15,8 @@ from modelcar.oci.build import build_and_push
 from modelcar.oci.digest_cache import DigestCache
 from modelcar.oci.layers import plan_layers, scan_model
 from modelcar.oci.reference import parse_reference
-from modelcar.oci.retry import RetryPolicy
 from modelcar.oci.store import ClientOptions
+from modelcar.retry import RetryPolicy
 
 from .helpers.oci_registry import Registry
 
@@ -87,7 +87,7 @@ def test_cut_connections_still_give_the_same_image(oci_registry: Registry, tmp_p
             model,
             parse_reference(f"{proxy.host}/faults/model:1"),
             None,
-            ClientOptions(tls_verify=False, retry=RetryPolicy(base=0.01, cap=0.05)),
+            ClientOptions(tls_verify=False, retry=RetryPolicy(base_delay=0.01, max_delay=0.05)),
             {},
             DigestCache(None),
         )

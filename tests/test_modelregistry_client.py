@@ -14,7 +14,7 @@ from modelcar.modelregistry import (
     metadata,
 )
 from modelcar.modelregistry.client import server_url, without_userinfo
-from modelcar.modelregistry.retry import RetryPolicy, parse_retry_after
+from modelcar.retry import RetryPolicy, parse_retry_after
 from tests.helpers.common import free_port
 from tests.helpers.secrets import MODEL_REGISTRY_TOKEN
 

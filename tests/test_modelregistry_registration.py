@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 
 from modelcar.modelregistry import ModelRegistryClient, Registration, VersionConflict, metadata, register
-from modelcar.modelregistry.retry import RetryPolicy
+from modelcar.retry import RetryPolicy
 from tests.helpers.model_registry_server import ApiError, FakeModelRegistry
 
 DIGEST_A = "sha256:" + "a" * 64

@@ -15,10 +15,10 @@ import httpx
 import pytest
 
 from modelcar.oci.client import RegistryClient, RegistryError
-from modelcar.oci.retry import RetryPolicy
 from modelcar.oci.upload import upload_blob
+from modelcar.retry import RetryPolicy
 
-FAST = RetryPolicy(attempts=6, base=0.001, cap=0.01, max_wait=0.05)
+FAST = RetryPolicy(attempts=6, base_delay=0.001, max_delay=0.05)
 TOKEN = "tok-s3cr3t"
 PASSWORD = "pa55-s3cr3t"
 

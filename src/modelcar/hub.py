@@ -7,7 +7,6 @@ apply. The token is passed to the client and never appears in a message.
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,9 +25,9 @@ from huggingface_hub.errors import (
 from huggingface_hub.utils import disable_progress_bars, enable_progress_bars, filter_repo_objects
 
 from .errors import ModelcarError
+from .retry import RETRYABLE_STATUS, RetryPolicy
 
 T = TypeVar("T")
-NETWORK_ATTEMPTS = 5
 
 
 class HubError(ModelcarError):
@@ -107,29 +106,22 @@ def download(
         raise HubError(_network_message(exc)) from None
 
 
-def with_network_retries(call: Callable[[], T], attempts: int = NETWORK_ATTEMPTS) -> T:
-    """Retries connection failures and 429/5xx answers with exponential backoff and jitter."""
-    delay = 0.5
-    for attempt in range(1, attempts + 1):
+def with_network_retries(call: Callable[[], T], policy: RetryPolicy | None = None) -> T:
+    """Retries connection failures and 408/429/5xx answers with backoff and jitter."""
+    policy = policy or RetryPolicy.from_env()
+    for attempt in range(1, policy.attempts + 1):
         try:
             return call()
         except (httpx.TransportError, LocalEntryNotFoundError):
-            if attempt == attempts:
+            if attempt == policy.attempts:
                 raise
+            policy.sleep(attempt)
         except HfHubHTTPError as exc:
-            status = exc.response.status_code if exc.response is not None else 0
-            if attempt == attempts or (status != 429 and status < 500):
+            response = exc.response
+            if attempt == policy.attempts or response is None or response.status_code not in RETRYABLE_STATUS:
                 raise
-            retry_after = exc.response.headers.get("Retry-After", "") if exc.response is not None else ""
-            if retry_after.isdigit():
-                delay = max(delay, float(retry_after))
-        time.sleep(delay * (0.5 + _jitter()))
-        delay = min(delay * 2, 30.0)
+            policy.sleep(attempt, response.headers.get("Retry-After"))
     raise AssertionError("unreachable")
-
-
-def _jitter() -> float:
-    return int.from_bytes(os.urandom(2), "big") / 65535
 
 
 def _repo_exists(api: HfApi, repo_id: str) -> bool:

@@ -20,6 +20,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
+from ..retry import RETRYABLE_STATUS, RetryPolicy
 from .errors import (
     AuthRefused,
     Conflict,
@@ -28,7 +29,6 @@ from .errors import (
     RegistryApiError,
     RegistryUnreachable,
 )
-from .retry import RETRY_STATUSES, RetryPolicy
 
 API_ROOT = "/api/model_registry"
 API_VERSIONS = ("v1", "v1alpha3")
@@ -232,7 +232,7 @@ class ModelRegistryClient:
                 )
                 self._sleep(delay)
                 continue
-            if response.status_code in RETRY_STATUSES and attempt < attempts:
+            if response.status_code in RETRYABLE_STATUS and attempt < attempts:
                 delay = self._retry.delay(attempt, response.headers.get("Retry-After"))
                 self._log(
                     f"Model Registry answered HTTP {response.status_code} to {method} "

@@ -21,9 +21,9 @@ import certifi
 import httpx
 
 from ..errors import ModelcarError, UsageError
+from ..retry import RETRYABLE_STATUS, RetryPolicy, describe_error, is_retryable_error
 from .auth import Challenge, Credentials, find_credentials, parse_challenge
 from .image import ACCEPT, media_type_of, sha256_digest
-from .retry import RETRYABLE_STATUS, RetryPolicy, describe_error, is_retryable_error
 
 TIMEOUT = httpx.Timeout(connect=30.0, read=300.0, write=300.0, pool=None)
 MAX_REDIRECTS = 10
@@ -57,7 +57,7 @@ class RegistryClient:
         self.host = "registry-1.docker.io" if registry == "docker.io" else registry
         self.tls_verify = tls_verify
         self.authfile = authfile
-        self.retry = retry or RetryPolicy()
+        self.retry = retry or RetryPolicy.from_env()
         self.scheme: str | None = None
         self._scopes: set[str] = set()
         self._lock = threading.Lock()
@@ -147,13 +147,13 @@ class RegistryClient:
                     response = self._http.get(realm, params=params, headers=headers)
             except httpx.TransportError as exc:
                 if attempt + 1 < self.retry.attempts:
-                    self.retry.sleep(attempt)
+                    self.retry.sleep(attempt + 1)
                     continue
                 raise RegistryError(
                     f"cannot reach the token server of {self.registry}: {describe_error(exc)}"
                 ) from None
             if response.status_code in RETRYABLE_STATUS and attempt + 1 < self.retry.attempts:
-                self.retry.sleep(attempt, response.headers.get("Retry-After"))
+                self.retry.sleep(attempt + 1, response.headers.get("Retry-After"))
                 continue
             if response.status_code in (401, 403):
                 raise self._denied(response.status_code, "the token server refused the credentials")
@@ -205,7 +205,7 @@ class RegistryClient:
                 if attempt + 1 >= self.retry.attempts or not is_retryable_error(exc):
                     hint = "; for a plain-http registry pass --no-tls-verify" if self.tls_verify else ""
                     raise RegistryError(f"cannot reach registry {self.registry}: {describe_error(exc)}{hint}") from None
-                self.retry.sleep(attempt)
+                self.retry.sleep(attempt + 1)
 
     def request(
         self,
@@ -233,7 +233,7 @@ class RegistryClient:
                 response = self._send(method, url, headers or {}, content, params, stream)
             except httpx.TransportError as exc:
                 if is_retryable_error(exc) and attempt + 1 < attempts:
-                    self.retry.sleep(attempt)
+                    self.retry.sleep(attempt + 1)
                     attempt += 1
                     continue
                 raise RegistryError(f"{method} {self._show(url)} failed: {describe_error(exc)}") from None
@@ -247,7 +247,7 @@ class RegistryClient:
             if response.status_code in RETRYABLE_STATUS and attempt + 1 < attempts:
                 retry_after = response.headers.get("Retry-After")
                 _close(response, stream)
-                self.retry.sleep(attempt, retry_after)
+                self.retry.sleep(attempt + 1, retry_after)
                 attempt += 1
                 continue
             if stream:

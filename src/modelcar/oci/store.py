@@ -13,7 +13,7 @@ from .client import RegistryClient
 from .image import Descriptor, media_type_of, sha256_digest
 from .layout import Layout
 from .reference import ImageRef, LayoutRef, RegistryRef
-from .retry import RetryPolicy
+from ..retry import RetryPolicy
 from .upload import BlobSource, upload_blob, upload_bytes
 
 Progress = Callable[[int], None] | None

@@ -1,8 +1,9 @@
-"""When and how long to wait before trying an HTTP request again.
+"""When and how long to wait before trying a network request again (registry, Hub, Model Registry).
 
-Exponential backoff with full jitter on connection errors, 429 and 5xx; a server's Retry-After
-(seconds or an HTTP date) is honoured, within a cap so a confused server cannot stall a run.
-The attempts and base delay can be tuned with MODELCAR_HTTP_RETRIES / MODELCAR_HTTP_BACKOFF.
+Exponential backoff with full jitter on connection errors, 408, 429 and 5xx; a server's
+Retry-After (seconds or an HTTP date) is honoured, within a cap so a confused server cannot stall
+a run. MODELCAR_HTTP_RETRIES (tries in all) and MODELCAR_HTTP_BACKOFF (first delay, seconds)
+tune it.
 """
 
 from __future__ import annotations
@@ -10,11 +11,14 @@ from __future__ import annotations
 import email.utils
 import os
 import random
+import ssl
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+import httpx
+
+RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 ATTEMPTS_ENV = "MODELCAR_HTTP_RETRIES"
 BACKOFF_ENV = "MODELCAR_HTTP_BACKOFF"
 
@@ -28,26 +32,29 @@ class RetryPolicy:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> RetryPolicy:
         env = os.environ if environ is None else environ
-        policy = cls()
+        default = cls()
         attempts = _number(env.get(ATTEMPTS_ENV), int)
         base = _number(env.get(BACKOFF_ENV), float)
         return cls(
-            attempts=max(1, attempts) if attempts is not None else policy.attempts,
-            base_delay=max(0.0, base) if base is not None else policy.base_delay,
-            max_delay=policy.max_delay,
+            attempts=max(1, int(attempts)) if attempts is not None else default.attempts,
+            base_delay=max(0.0, base) if base is not None else default.base_delay,
+            max_delay=default.max_delay,
         )
 
     def backoff(self, attempt: int, rng: random.Random | None = None) -> float:
-        """Full jitter: a random wait up to base * 2**(attempt-1), capped (attempt counts from 1)."""
-        ceiling = min(self.max_delay, self.base_delay * (2 ** (attempt - 1)))
+        """Full jitter: a random wait up to base * 2**(attempt-1), capped; `attempt` counts from 1."""
+        ceiling = min(self.max_delay, self.base_delay * (2 ** max(0, attempt - 1)))
         return (rng or random).uniform(0, ceiling)
 
     def delay(self, attempt: int, retry_after: str | None = None) -> float:
-        """The wait before the next try: Retry-After when the server gave one, else the backoff."""
+        """The wait after failed try number `attempt`: Retry-After when the server gave one, else backoff."""
         told = parse_retry_after(retry_after)
         if told is not None:
             return min(self.max_delay, told)
         return self.backoff(attempt)
+
+    def sleep(self, attempt: int, retry_after: str | None = None) -> None:
+        time.sleep(self.delay(attempt, retry_after))
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
@@ -64,6 +71,26 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     if when is None:
         return None
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def is_retryable_error(exc: BaseException) -> bool:
+    """Connection refused, reset or cut, and idle timeouts: worth another try.
+
+    A failed TLS handshake (a certificate not trusted, plain http on the port) is not: it fails
+    the same way every time.
+    """
+    if not isinstance(exc, httpx.TransportError) or isinstance(exc, httpx.UnsupportedProtocol):
+        return False
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, ssl.SSLError) and not isinstance(cause, ssl.SSLEOFError | ssl.SSLZeroReturnError):
+            return False
+        cause = cause.__cause__ or cause.__context__
+    return True
+
+
+def describe_error(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
 def _number(text: str | None, kind: type[int] | type[float]) -> int | float | None:

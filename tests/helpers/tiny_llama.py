@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 from pathlib import Path
 
-WORDS = (
-    "the a model image layer weight scale group token server cluster pipeline registry "
-    "quantize compress calibrate serve load save push pull build run test check small large "
-    "fast slow red green blue river mountain city forest ocean music paper window garden "
-    "and or but with from into over under after before while because"
-).split()
+import pytest
+
+_VOCABULARY = """the a model image layer weight scale group token server cluster pipeline registry quantize
+compress calibrate serve load save push pull build run test check small large fast slow red green blue
+river mountain city forest ocean music paper window garden and or but with from into over under after
+before while because"""
+WORDS = tuple(_VOCABULARY.split())
 
 HIDDEN_SIZE = 128
 INTERMEDIATE_SIZE = 256
@@ -98,3 +100,44 @@ def build_tiny_llama(directory: Path, layers: int = 2, seed: int = 0) -> Path:
     model.generation_config.pad_token_id = 2
     model.save_pretrained(directory, safe_serialization=True)
     return directory
+
+
+# Fixtures (registered in tests/conftest.py).
+
+
+@pytest.fixture(scope="session")
+def tiny_llama(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny Llama directory built once per session; copy it before changing anything."""
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    return build_tiny_llama(tmp_path_factory.mktemp("tiny-llama") / "model")
+
+
+@pytest.fixture(scope="session")
+def calibration_txt(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_text_dataset(tmp_path_factory.mktemp("calibration") / "calibration.txt")
+
+
+@pytest.fixture
+def model_workspace(tmp_path: Path, tiny_llama: Path) -> Path:
+    """A workspace holding nothing but model/ (a copy of the tiny Llama)."""
+    workspace = tmp_path / "ws"
+    shutil.copytree(tiny_llama, workspace / "model")
+    return workspace
+
+
+@pytest.fixture
+def hub_offline(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test may reach the Hub: offline mode, also for modules that read it at import time."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("TQDM_DISABLE", "1")  # restored afterwards even if modelcar sets it
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    try:
+        import datasets.config
+    except ImportError:
+        return
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_OFFLINE", True)

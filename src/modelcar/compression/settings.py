@@ -1,0 +1,70 @@
+"""What to compress with: the pipeline parameters that concern compression, and nothing else."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from ..params import SCHEMES_WITH_CALIBRATION, Params
+
+# The calibration samples set aside for --evaluate: a fraction of NUM_CALIBRATION_SAMPLES,
+# at least one and at most this many.
+MAX_EVALUATION_SAMPLES = 64
+
+
+@dataclass(frozen=True)
+class Settings:
+    scheme: str
+    bits: int
+    group_size: int | None
+    dataset: str | None
+    sequence_length: int | None
+    num_calibration_samples: int | None
+    evaluate: bool = False
+
+    @classmethod
+    def from_params(cls, params: Params) -> Settings:
+        uses_data = params.scheme in SCHEMES_WITH_CALIBRATION or params.evaluate
+        return cls(
+            scheme=params.scheme,
+            bits=params.bits,
+            group_size=params.group_size if params.scheme == "gptq" else None,
+            dataset=params.dataset if uses_data else None,
+            sequence_length=params.sequence_length if uses_data else None,
+            num_calibration_samples=params.num_calibration_samples if uses_data else None,
+            evaluate=params.evaluate,
+        )
+
+    @property
+    def calibrates(self) -> bool:
+        return self.scheme in SCHEMES_WITH_CALIBRATION
+
+    @property
+    def label(self) -> str:
+        """The compressed-tensors preset name this recipe amounts to."""
+        if self.scheme == "fp8-dynamic":
+            return "FP8_DYNAMIC"
+        if self.scheme == "w8a8":
+            return "W8A8"
+        return f"W{self.bits}A16"
+
+    @property
+    def evaluation_samples(self) -> int:
+        total = self.num_calibration_samples or 0
+        return max(1, min(MAX_EVALUATION_SAMPLES, total // 8))
+
+    def quantization_key(self) -> dict[str, Any]:
+        """What makes two compressions the same (evaluate does not change the model)."""
+        key = asdict(self)
+        key.pop("evaluate")
+        if not self.calibrates:
+            key.update(dataset=None, sequence_length=None, num_calibration_samples=None)
+        return key
+
+    def describe(self) -> str:
+        parts = [f"{self.scheme} {self.label}"]
+        if self.scheme == "gptq":
+            parts.append("per channel" if self.group_size is None else f"group size {self.group_size}")
+        if self.calibrates:
+            parts.append(f"{self.num_calibration_samples} samples of {self.dataset}, {self.sequence_length} tokens")
+        return ", ".join(parts)

@@ -8,6 +8,7 @@ the parameter, the value and what is accepted.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Mapping
@@ -169,7 +170,7 @@ def load_params(cli: Mapping[str, Any], environ: Mapping[str, str] | None = None
         "overwrite": _bool(raw, "overwrite", False),
         "skip": _skip(raw),
         "workspace": workspace,
-        "authfile": _existing_file(raw, "authfile"),
+        "authfile": _authfile(raw),
         "tls_verify": _bool(raw, "tls_verify", True),
         "ca_bundle": _existing_file(raw, "ca_bundle"),
         "results_dir": _path(raw, "results_dir"),
@@ -463,6 +464,20 @@ def _skip(raw: _Raw) -> tuple[str, ...]:
 def _path(raw: _Raw, field: str) -> Path | None:
     value = raw.get(field)
     return None if value is None else Path(value).expanduser().absolute()
+
+
+def _authfile(raw: _Raw) -> Path | None:
+    """A credentials file must be a JSON object (docker config.json / containers auth.json)."""
+    path = _existing_file(raw, "authfile")
+    if path is None:
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise _fail("authfile", str(path), f"a readable JSON credentials file ({type(exc).__name__})") from None
+    if not isinstance(data, dict):
+        raise _fail("authfile", str(path), 'a JSON object like {"auths": {...}}')
+    return path
 
 
 def _existing_file(raw: _Raw, field: str) -> Path | None:

@@ -9,11 +9,11 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ModelcarError
+from ..retry import RetryPolicy
 from .client import RegistryClient
 from .image import Descriptor, media_type_of, sha256_digest
 from .layout import Layout
 from .reference import ImageRef, LayoutRef, RegistryRef
-from ..retry import RetryPolicy
 from .upload import BlobSource, upload_blob, upload_bytes
 
 Progress = Callable[[int], None] | None

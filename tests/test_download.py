@@ -226,3 +226,14 @@ def test_a_partial_download_of_another_source_is_discarded(hub: Hub, repo, tmp_p
     result = run_cli("download", "--model", repo[0], env=hub_env(hub, ws))
     assert result.returncode == 0, result.output
     assert "stale.json" not in files_under(ws / "model")
+
+
+def test_a_new_download_is_recorded_as_uncompressed(tmp_path: Path) -> None:
+    """A workspace compressed by an earlier run must not make the fresh model look compressed."""
+    source = write_model_dir(tmp_path / "src")
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    (ws / "run.json").write_text(json.dumps({"stages": {}, "compression": {"enabled": True, "scheme": "gptq"}}))
+    result = run_cli("download", "--model", str(source), env=clean_env(MODELCAR_WORKSPACE=str(ws)))
+    assert result.returncode == 0, result.output
+    assert json.loads((ws / "run.json").read_text())["compression"] == {"enabled": False}

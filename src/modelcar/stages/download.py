@@ -60,6 +60,8 @@ def run(context: StageContext) -> None:
     source["allow_patterns"] = list(patterns)
     context.record.set("source", source)
     context.record.set("files", files)
+    # A fresh download is uncompressed, whatever an earlier run on this workspace did.
+    context.record.set("compression", {"enabled": False})
     size = sum(f["size"] for f in files)
     context.ui.info(f"download-model: {len(files)} files, {size / 1e6:.1f} MB in {target}")
 

@@ -11,14 +11,10 @@ STAMPS := $(TOOLS)/stamps
 MODEL ?=
 IMAGE ?=
 
-# Every pipeline parameter given as NAME=value on the make command line reaches modelcar
-# as the environment variable of the same name (CONTRACT.md).
-PARAMS := HUGGINGFACE_MODEL HUGGINGFACE_REVISION HUGGINGFACE_ALLOW_PATTERNS HUGGINGFACE_TOKEN \
-  OCI_IMAGE BASE_IMAGE COMPRESS_MODEL SCHEME BITS GROUP_SIZE DATASET SEQUENCE_LENGTH \
-  NUM_CALIBRATION_SAMPLES MODEL_NAME MODEL_VERSION MODEL_REGISTRY_URL MODEL_REGISTRY_API \
-  MODEL_REGISTRY_TOKEN MODEL_REGISTRY_TOKEN_PATH SKIP_TASKS MODELCAR_WORKSPACE \
-  REGISTRY_AUTH_FILE TLS_VERIFY CA_BUNDLE RESULTS_DIR EVALUATE OVERWRITE
-export $(PARAMS)
+# Every pipeline parameter given as NAME=value on the make command line reaches modelcar as the
+# environment variable of the same name (CONTRACT.md): make puts command-line variables into
+# the recipes' environment by itself. (Exporting them all globally would also hand an empty
+# REGISTRY_AUTH_FILE to the test registry, which reads REGISTRY_* variables as its config.)
 
 # Test-only tools: Debian packages for the registry and image readers, olah in its own venv,
 # the Tekton linter from npm.

@@ -1,7 +1,7 @@
 """The Tekton files and the task images, checked without a cluster.
 
 - every Pipeline, Task (inline taskSpecs too) and PipelineRun validates against the Tekton 0.70
-  JSON Schemas in ../shared/schemas/tekton.dev;
+  JSON Schemas in tests/schemas/tekton.dev (copies of ../shared/schemas/tekton.dev);
 - @ibm/tekton-lint reports no errors (and no warnings);
 - the pipeline's wiring is consistent with the CLI: every parameter reaches every task as the
   environment variable of the same name, defaults match the CLI's, results are produced,
@@ -37,7 +37,7 @@ PIPELINE_FILE = TEKTON / "modelcar-pipeline.yaml"
 RUN_FILE = TEKTON / "modelcar-pipelinerun.yaml"
 STORAGE_FILE = TEKTON / "modelcar-storage.yaml"
 SECRETS_DIR = TEKTON / "secrets"
-SCHEMAS = REPO_ROOT.parent / "shared" / "schemas" / "tekton.dev"
+SCHEMAS = REPO_ROOT / "tests" / "schemas" / "tekton.dev"
 TEKTON_LINT = REPO_ROOT / ".tools" / "node" / "node_modules" / ".bin" / "tekton-lint"
 HADOLINT = REPO_ROOT / ".venv" / "bin" / "hadolint"
 DOCS = REPO_ROOT / "docs" / "openshift.md"

@@ -45,7 +45,7 @@ from openapi_core.validation.request.validators import (
 
 from .common import REPO_ROOT
 
-SCHEMA_DIR = REPO_ROOT.parent / "shared" / "schemas" / "model-registry"
+SCHEMA_DIR = REPO_ROOT / "tests" / "schemas" / "model-registry"
 SPEC_HOST = "http://localhost:8080"  # the spec's own server entry; paths are what is checked
 API_ROOT = "/api/model_registry"
 ALL_APIS = ("v1", "v1alpha3")

@@ -76,6 +76,7 @@ def start_registry(root: Path, extra_auth: dict[str, object] | None = None) -> R
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            env=_registry_env(),
         )
     registry = Registry(f"127.0.0.1:{port}", root, log, proc.pid)
     deadline = time.monotonic() + 20
@@ -89,6 +90,12 @@ def start_registry(root: Path, extra_auth: dict[str, object] | None = None) -> R
             time.sleep(0.05)
     stop_registry(registry)
     raise RuntimeError("docker-registry did not start within 20 s")
+
+
+def _registry_env() -> dict[str, str]:
+    """The environment without REGISTRY_* variables: Distribution reads them as configuration
+    (a user's REGISTRY_AUTH_FILE would become `auth: file`, which it cannot start with)."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("REGISTRY_")}
 
 
 def stop_registry(registry: Registry) -> None:

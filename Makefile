@@ -21,7 +21,7 @@ IMAGE ?=
 APT_PACKAGES := docker-registry skopeo umoci busybox-static git git-lfs
 TORCH_VERSION := 2.13.0
 
-.PHONY: run test lint format install install-test clean help
+.PHONY: run test bench lint format install install-test clean help
 
 help:
 	@echo "make run MODEL=<hub id or local dir> [IMAGE=<ref>] [NAME=value ...]"
@@ -78,6 +78,11 @@ test: install-test
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The build-push benchmark against olot + skopeo and the floor (not part of `make test`).
+BENCH_ARGS ?= --size-gib 1 --shards 2
+bench: install-test
+	$(BIN)/python bench/build_push.py $(BENCH_ARGS)
 
 lint: install-test
 	$(BIN)/ruff check src tests bench

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -237,3 +238,45 @@ def test_a_new_download_is_recorded_as_uncompressed(tmp_path: Path) -> None:
     result = run_cli("download", "--model", str(source), env=clean_env(MODELCAR_WORKSPACE=str(ws)))
     assert result.returncode == 0, result.output
     assert json.loads((ws / "run.json").read_text())["compression"] == {"enabled": False}
+
+
+class _HugeRepoHub(BaseHTTPRequestHandler):
+    """Answers model_info for a repo whose one file is larger than any disk."""
+
+    def do_GET(self) -> None:
+        body = json.dumps(
+            {
+                "id": "acme/huge",
+                "sha": "a" * 40,
+                "siblings": [
+                    {"rfilename": "model.safetensors", "size": 10**16},
+                    {"rfilename": "config.json", "size": 2},
+                ],
+            }
+        ).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_not_enough_disk_space_is_refused_before_downloading(tmp_path: Path) -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _HugeRepoHub)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        env = clean_env(
+            HF_ENDPOINT=f"http://127.0.0.1:{server.server_address[1]}", MODELCAR_WORKSPACE=str(tmp_path / "ws")
+        )
+        result = run_cli("download", "--model", "acme/huge", env=env)
+    finally:
+        server.shutdown()
+    assert result.returncode == 1
+    assert re.search(
+        r"not enough disk space for downloading acme/huge: needs 9094\.9 TiB .*, [\d.]+ [KMGT]?i?B free in ",
+        result.stderr,
+    ), result.stderr
+    assert not (tmp_path / "ws" / "model.partial").exists()

@@ -35,9 +35,10 @@ Body = bytes | Callable[[], Iterable[bytes]] | None
 class RegistryError(ModelcarError):
     """A registry answered with an error or could not be reached."""
 
-    def __init__(self, message: str, status: int | None = None) -> None:
+    def __init__(self, message: str, status: int | None = None, retry_after: str | None = None) -> None:
         super().__init__(message)
         self.status = status
+        self.retry_after = retry_after  # the answer's Retry-After, for callers that retry themselves
 
 
 class RegistryClient:
@@ -301,6 +302,7 @@ class RegistryClient:
             f"registry {self.registry} answered HTTP {status} to {method} {self._show(url)}"
             + (f" ({detail})" if detail else ""),
             status,
+            response.headers.get("Retry-After"),
         )
 
     @staticmethod

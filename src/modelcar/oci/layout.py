@@ -1,12 +1,14 @@
 """The OCI image layout on disk (`oci:DIR[:TAG]`): read a base from it, write an image into it.
 
 Blobs are written to a temporary name in blobs/sha256/, hashed on the way, and renamed to their
-digest only when complete; index.json is replaced atomically. A killed run leaves at most a
-temporary file that the next run ignores.
+digest only when complete; index.json is replaced atomically. A temporary blob is locked (flock)
+by its writer until it has its name, so a killed run leaves at most an unlocked temporary file,
+which the next run that writes to the layout deletes (a live writer's file is left alone).
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -23,6 +25,7 @@ REF_NAME = "org.opencontainers.image.ref.name"
 LAYOUT_FILE = "oci-layout"
 LAYOUT_VERSION = {"imageLayoutVersion": "1.0.0"}
 READ_SIZE = 1 << 20
+TEMP_PREFIX = ".upload-"
 
 
 class LayoutError(ModelcarError):
@@ -32,6 +35,7 @@ class LayoutError(ModelcarError):
 class Layout:
     def __init__(self, path: Path) -> None:
         self.path = path
+        self._swept = False
 
     def blob_path(self, digest: str) -> Path:
         algorithm, _, hexdigest = digest.partition(":")
@@ -111,17 +115,35 @@ class Layout:
             atomic.write_json(self.path / LAYOUT_FILE, LAYOUT_VERSION)
         if not (self.path / "index.json").is_file():
             atomic.write_json(self.path / "index.json", {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": []})
+        if not self._swept:
+            self.remove_stale_temps()
+            self._swept = True
+
+    def remove_stale_temps(self) -> None:
+        """Deletes the temporary blobs of writers that died: those nobody holds locked."""
+        for path in (self.path / "blobs" / "sha256").glob(f"{TEMP_PREFIX}*.tmp"):
+            try:
+                fd = os.open(path, os.O_RDONLY)
+            except OSError:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                if _same_file(fd, path):
+                    path.unlink(missing_ok=True)
+            except OSError:
+                pass  # locked: a live writer's
+            finally:
+                os.close(fd)
 
     def write_blob(self, data: bytes) -> str:
         digest = "sha256:" + hashlib.sha256(data).hexdigest()
         if not self.has_blob(digest):
-            atomic.write_bytes(self.blob_path(digest), data)
+            self.write_stream(iter([data]))
         return digest
 
     def write_stream(self, chunks: Iterator[bytes], progress: Callable[[int], None] | None = None) -> tuple[str, int]:
         """Writes a blob from chunks, hashing on the way; renamed to its digest once complete."""
-        directory = self.path / "blobs" / "sha256"
-        fd, tmp = tempfile.mkstemp(prefix=".upload-", suffix=".tmp", dir=directory)
+        fd, tmp = self._open_temp()
         hasher = hashlib.sha256()
         size = 0
         try:
@@ -134,13 +156,23 @@ class Layout:
                         progress(len(chunk))
                 handle.flush()
                 os.fsync(handle.fileno())
-            digest = "sha256:" + hasher.hexdigest()
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, self.blob_path(digest))
+                digest = "sha256:" + hasher.hexdigest()
+                os.fchmod(handle.fileno(), 0o644)
+                os.replace(tmp, self.blob_path(digest))  # still locked: never taken for a dead writer's
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
         return digest, size
+
+    def _open_temp(self) -> tuple[int, str]:
+        """A new temporary file in blobs/sha256/, locked; made again if swept away before the lock."""
+        directory = self.path / "blobs" / "sha256"
+        while True:
+            fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=".tmp", dir=directory)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            if _same_file(fd, Path(tmp)):
+                return fd, tmp
+            os.close(fd)
 
     def tag(self, descriptor: Descriptor, tag: str) -> None:
         """Points `tag` at `descriptor` in index.json (other tags stay)."""
@@ -152,3 +184,12 @@ class Layout:
         index["manifests"] = [*kept, entry.to_json()]
         index.setdefault("schemaVersion", 2)
         atomic.write_json(self.path / "index.json", index)
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    try:
+        found = path.stat()
+    except OSError:
+        return False
+    mine = os.fstat(fd)
+    return (found.st_dev, found.st_ino) == (mine.st_dev, mine.st_ino)

@@ -38,6 +38,10 @@ class BlobSource(Protocol):
 class UploadInterrupted(Exception):
     """The connection broke mid-upload, or the registry answered with a transient error."""
 
+    def __init__(self, message: str, retry_after: str | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
 
 class SessionLost(Exception):
     """The registry no longer knows the upload; start the blob again."""
@@ -203,14 +207,14 @@ def _send_from(
                 failures += 1  # the registry has another offset than we thought: ask again
                 if failures > 3:
                     raise SessionLost(str(exc)) from None
-        except UploadInterrupted:
+        except UploadInterrupted as exc:
             failures += 1
             if failures > MAX_RESUMES:
                 raise RegistryError(
                     f"the upload to {client.registry}/{repository} kept failing at byte {offset}; "
                     "check the network and run again"
                 ) from None
-            client.retry.sleep(min(failures, 6))
+            client.retry.sleep(min(failures, 6), exc.retry_after)
         location, offset = _status(client, location)
     state.rewind(source.size)
     digest = state.digest()
@@ -242,7 +246,7 @@ def _patch(
         response = client.request("PATCH", location, headers=headers, content=body, ok=(202, 204), retries=False)
     except RegistryError as exc:
         if exc.status is None or exc.status >= 500 or exc.status in (408, 429):
-            raise UploadInterrupted(str(exc)) from None
+            raise UploadInterrupted(str(exc), exc.retry_after) from None
         raise
     return _location(response)
 

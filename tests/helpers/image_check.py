@@ -1,0 +1,113 @@
+"""What the fault and crash tests share: the model they push, the CLI call, and the checks that the
+image which came out is the model, byte for byte, and that an OCI layout holds nothing half-written."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from tests.test_build_push_registry import assert_models_equal, unpack
+
+from .common import MODELCAR, clean_env
+
+MIB = 1 << 20
+# Fast retries: the faults are many, the waits should not be (Retry-After is still honoured).
+FAST_RETRY = {"MODELCAR_HTTP_RETRIES": "10", "MODELCAR_HTTP_BACKOFF": "0.02"}
+
+
+def write_fault_model(path: Path) -> Path:
+    """36 MiB: two shards of a layer each (over 16 MiB, unequal, so one is done well before the other),
+    small files in a shared layer, a card, a link."""
+    (path / "sub").mkdir(parents=True)
+    (path / "model-00001-of-00002.safetensors").write_bytes(os.urandom(20 * MIB))
+    (path / "model-00002-of-00002.safetensors").write_bytes(os.urandom(16 * MIB + 3))
+    (path / "config.json").write_text('{"architectures": ["LlamaForCausalLM"]}')
+    (path / "tokenizer.json").write_text('{"version": "1.0"}')
+    (path / "sub" / "generation_config.json").write_text('{"max_new_tokens": 16}')
+    (path / "README.md").write_text("# fault-test model\n")
+    os.symlink("config.json", path / "alias.json")
+    return path
+
+
+def new_workspace(root: Path, model: Path) -> Path:
+    """A workspace holding nothing but a copy of `model` (no run.json, no remembered digests)."""
+    shutil.copytree(model, root / "model", symlinks=True)
+    return root
+
+
+def fault_env(**extra: str) -> dict[str, str]:
+    return clean_env(**FAST_RETRY, **extra)
+
+
+def build_push_command(workspace: Path, image: str, base: str, *extra: str) -> list[str]:
+    return [
+        str(MODELCAR),
+        "build-push",
+        "--workspace",
+        str(workspace),
+        "--image",
+        image,
+        "--base-image",
+        base,
+        "--no-tls-verify",
+        "--results-dir",
+        str(workspace / "results"),
+        *extra,
+    ]
+
+
+def image_record(workspace: Path) -> dict[str, Any]:
+    record = json.loads((workspace / "run.json").read_text())
+    image = record["image"]
+    assert (workspace / "results" / "IMAGE_DIGEST").read_text() == image["digest"]
+    return image
+
+
+def pull_and_compare(source: str, model: Path, tmp: Path, name: str) -> None:
+    """skopeo copy `source` (docker://...) to a layout, umoci unpack, compare /models and the base."""
+    rootfs = unpack(tmp, source, name)
+    assert_models_equal(rootfs, model)
+    assert (rootfs / "bin" / "busybox").is_file() and os.readlink(rootfs / "bin" / "sh") == "busybox"
+
+
+def unpack_layout_and_compare(layout: Path, tag: str, model: Path, tmp: Path, name: str) -> None:
+    bundle = tmp / f"{name}-bundle"
+    subprocess.run(
+        ["umoci", "unpack", "--rootless", "--image", f"{layout}:{tag}", str(bundle)], check=True, capture_output=True
+    )
+    assert_models_equal(bundle / "rootfs", model)
+    assert (bundle / "rootfs" / "bin" / "busybox").is_file()
+
+
+def temp_files(layout: Path) -> list[Path]:
+    """Anything in the layout that is not a finished file: temporary names are dotfiles."""
+    return sorted(p for p in layout.rglob(".*") if p.is_file())
+
+
+def assert_layout_intact(layout: Path, tag: str | None = None, digest: str | None = None) -> None:
+    """index.json is valid JSON, every blob is whole (its content hashes to its name), no temp file
+    is left; with `tag`, the tag points at `digest`."""
+    index = json.loads((layout / "index.json").read_text())
+    assert index.get("schemaVersion") == 2 and isinstance(index.get("manifests"), list)
+    assert json.loads((layout / "oci-layout").read_text())["imageLayoutVersion"] == "1.0.0"
+    for blob in (layout / "blobs" / "sha256").iterdir():
+        if blob.name.startswith("."):
+            continue
+        hasher = hashlib.sha256()
+        with open(blob, "rb") as handle:
+            while chunk := handle.read(MIB):
+                hasher.update(chunk)
+        assert hasher.hexdigest() == blob.name, f"half-written or damaged blob {blob.name}"
+    for entry in index["manifests"]:
+        assert (layout / "blobs" / "sha256" / entry["digest"].split(":", 1)[1]).is_file()
+    assert temp_files(layout) == []
+    if tag is not None:
+        tagged = [
+            m for m in index["manifests"] if m.get("annotations", {}).get("org.opencontainers.image.ref.name") == tag
+        ]
+        assert [m["digest"] for m in tagged] == [digest]

@@ -14,6 +14,7 @@ from modelcar.oci.image import OCI_INDEX, OCI_MANIFEST, Blob, Descriptor
 from modelcar.oci.layout import Layout
 
 from .helpers.common import REPO_ROOT, run_cli
+from .helpers.image_check import assert_models_equal, unpack
 from .helpers.oci_registry import Registry
 
 pytestmark = pytest.mark.skipif(
@@ -56,36 +57,6 @@ def build_push(workspace: Path, image: str, base: str, *extra: str) -> dict:
     assert (workspace / "results" / "IMAGE_DIGEST").read_text() == image_record["digest"]
     assert (workspace / "results" / "IMAGE_URL").read_text() == image_record["pinned"]
     return image_record
-
-
-def unpack(tmp_path: Path, source: str, name: str, *skopeo_args: str) -> Path:
-    """skopeo copy to a layout, then umoci unpack; returns the rootfs."""
-    layout = tmp_path / f"{name}-layout"
-    subprocess.run(
-        ["skopeo", "copy", "--quiet", "--src-tls-verify=false", *skopeo_args, source, f"oci:{layout}:x"],
-        check=True,
-        capture_output=True,
-    )
-    bundle = tmp_path / f"{name}-bundle"
-    subprocess.run(
-        ["umoci", "unpack", "--rootless", "--image", f"{layout}:x", str(bundle)], check=True, capture_output=True
-    )
-    return bundle / "rootfs"
-
-
-def assert_models_equal(rootfs: Path, model: Path) -> None:
-    ours = sorted(p.relative_to(model).as_posix() for p in model.rglob("*"))
-    theirs = sorted(p.relative_to(rootfs / "models").as_posix() for p in (rootfs / "models").rglob("*"))
-    assert theirs == ours
-    for rel in ours:
-        src, dst = model / rel, rootfs / "models" / rel
-        if src.is_symlink():
-            assert os.readlink(dst) == os.readlink(src)
-        elif src.is_file():
-            assert dst.read_bytes() == src.read_bytes(), rel
-            assert dst.stat().st_mode & 0o777 == 0o644
-        else:
-            assert dst.stat().st_mode & 0o777 == 0o755
 
 
 def test_push_reads_back_intact_on_the_busybox_base(

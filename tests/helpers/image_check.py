@@ -11,13 +11,41 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from tests.test_build_push_registry import assert_models_equal, unpack
-
 from .common import MODELCAR, clean_env
 
 MIB = 1 << 20
 # Fast retries: the faults are many, the waits should not be (Retry-After is still honoured).
 FAST_RETRY = {"MODELCAR_HTTP_RETRIES": "10", "MODELCAR_HTTP_BACKOFF": "0.02"}
+
+
+def unpack(tmp_path: Path, source: str, name: str, *skopeo_args: str) -> Path:
+    """skopeo copy to a layout, then umoci unpack; returns the rootfs."""
+    layout = tmp_path / f"{name}-layout"
+    subprocess.run(
+        ["skopeo", "copy", "--quiet", "--src-tls-verify=false", *skopeo_args, source, f"oci:{layout}:x"],
+        check=True,
+        capture_output=True,
+    )
+    bundle = tmp_path / f"{name}-bundle"
+    subprocess.run(
+        ["umoci", "unpack", "--rootless", "--image", f"{layout}:x", str(bundle)], check=True, capture_output=True
+    )
+    return bundle / "rootfs"
+
+
+def assert_models_equal(rootfs: Path, model: Path) -> None:
+    ours = sorted(p.relative_to(model).as_posix() for p in model.rglob("*"))
+    theirs = sorted(p.relative_to(rootfs / "models").as_posix() for p in (rootfs / "models").rglob("*"))
+    assert theirs == ours
+    for rel in ours:
+        src, dst = model / rel, rootfs / "models" / rel
+        if src.is_symlink():
+            assert os.readlink(dst) == os.readlink(src)
+        elif src.is_file():
+            assert dst.read_bytes() == src.read_bytes(), rel
+            assert dst.stat().st_mode & 0o777 == 0o644
+        else:
+            assert dst.stat().st_mode & 0o777 == 0o755
 
 
 def write_fault_model(path: Path) -> Path:

@@ -27,7 +27,7 @@ DIR_MODE = 0o755
 MTIME = 0
 BLOCK = 512
 END_OF_ARCHIVE = b"\0" * (2 * BLOCK)
-READ_SIZE = 1 << 20
+READ_SIZE = 4 << 20
 # Files at least this large get a layer of their own; smaller ones share one.
 LARGE_FILE = 16 << 20
 MODEL_CARD = "README.md"

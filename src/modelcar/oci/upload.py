@@ -24,7 +24,7 @@ CHECKPOINT = 64 << 20
 CHUNK = 32 << 20
 MAX_RESTARTS = 5
 MAX_RESUMES = 50
-QUEUE_CHUNKS = 8
+QUEUE_CHUNKS = 4
 
 
 class BlobSource(Protocol):

@@ -1,0 +1,5 @@
+"""`python -m modelcar` is the `modelcar` command."""
+
+from .cli import main
+
+main()

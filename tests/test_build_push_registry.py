@@ -14,7 +14,7 @@ from modelcar.oci.image import OCI_INDEX, OCI_MANIFEST, Blob, Descriptor
 from modelcar.oci.layout import Layout
 
 from .helpers.common import REPO_ROOT, run_cli
-from .helpers.image_check import assert_models_equal, unpack
+from .helpers.image_check import assert_models_equal, build_push_args, unpack
 from .helpers.oci_registry import Registry
 
 pytestmark = pytest.mark.skipif(
@@ -37,19 +37,7 @@ def make_workspace(tmp_path: Path, name: str = "ws") -> Path:
 
 
 def build_push(workspace: Path, image: str, base: str, *extra: str) -> dict:
-    result = run_cli(
-        "build-push",
-        "--workspace",
-        str(workspace),
-        "--image",
-        image,
-        "--base-image",
-        base,
-        "--no-tls-verify",
-        "--results-dir",
-        str(workspace / "results"),
-        *extra,
-    )
+    result = run_cli(*build_push_args(workspace, image, base, *extra))
     assert result.returncode == 0, result.output
     assert "layers" in result.stderr and "MB/s" in result.stderr
     record = json.loads((workspace / "run.json").read_text())

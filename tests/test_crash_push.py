@@ -31,6 +31,7 @@ from .helpers.fault_proxy import Action, HttpFaultProxy, ProxyRequest, Stall
 from .helpers.image_check import (
     MIB,
     assert_layout_intact,
+    build_push_args,
     build_push_command,
     fault_env,
     image_record,
@@ -88,7 +89,7 @@ def references(
     ):
         tmp = tmp_path_factory.mktemp(f"crash-reference-{name}")
         workspace = new_workspace(tmp / "ws", model)
-        result = run_cli(*build_push_command(workspace, f"oci:{tmp / 'out'}:v1", base)[1:], env=fault_env())
+        result = run_cli(*build_push_args(workspace, f"oci:{tmp / 'out'}:v1", base), env=fault_env())
         assert result.returncode == 0, result.output
         image = image_record(workspace)
         out[name] = image["digest"]

@@ -40,7 +40,7 @@ from .helpers.fault_proxy import (
 )
 from .helpers.image_check import (
     MIB,
-    build_push_command,
+    build_push_args,
     fault_env,
     image_record,
     new_workspace,
@@ -58,7 +58,7 @@ USER = "modelcar"
 
 
 def push(workspace: Path, image: str, base: str, *extra: str, **env: str) -> CliResult:
-    return run_cli(*build_push_command(workspace, image, base, *extra)[1:], env=fault_env(**env), timeout=180)
+    return run_cli(*build_push_args(workspace, image, base, *extra), env=fault_env(**env), timeout=180)
 
 
 @pytest.fixture(scope="module")

@@ -72,9 +72,9 @@ def fault_env(**extra: str) -> dict[str, str]:
     return clean_env(**FAST_RETRY, **extra)
 
 
-def build_push_command(workspace: Path, image: str, base: str, *extra: str) -> list[str]:
+def build_push_args(workspace: Path, image: str, base: str, *extra: str) -> list[str]:
+    """`modelcar build-push` to `image` on `base`, plain http allowed, results next to the workspace."""
     return [
-        str(MODELCAR),
         "build-push",
         "--workspace",
         str(workspace),
@@ -87,6 +87,10 @@ def build_push_command(workspace: Path, image: str, base: str, *extra: str) -> l
         str(workspace / "results"),
         *extra,
     ]
+
+
+def build_push_command(workspace: Path, image: str, base: str, *extra: str) -> list[str]:
+    return [str(MODELCAR), *build_push_args(workspace, image, base, *extra)]
 
 
 def image_record(workspace: Path) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 from collections.abc import Iterator
 
@@ -22,6 +23,10 @@ class UI:
         self.quiet = quiet
         self.console = Console(stderr=True, highlight=False, soft_wrap=True)
         self.show_progress = not quiet and sys.stderr.isatty()
+        if not self.show_progress:
+            # The libraries' own tqdm bars (transformers, llmcompressor, datasets): tqdm reads this
+            # when it is imported, which happens later, inside the stages.
+            os.environ.setdefault("TQDM_DISABLE", "1")
 
     def info(self, message: str) -> None:
         if not self.quiet:

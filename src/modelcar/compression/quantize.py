@@ -26,8 +26,9 @@ class CompressionFailed(ModelcarError):
     """LLM Compressor failed on this model."""
 
 
-def configure_logging(quiet: bool) -> None:
-    """LLM Compressor's own log (per-layer progress) to stderr, warnings only with --quiet.
+def configure_logging(quiet: bool, progress_bars: bool) -> None:
+    """LLM Compressor's own log (per-layer progress) to stderr, warnings only with --quiet;
+    the libraries' progress bars only on a terminal (in a pod's log they are noise).
 
     Its default sink is stdout, which `--json` keeps for the run record alone.
     """
@@ -40,11 +41,10 @@ def configure_logging(quiet: bool) -> None:
     level = os.environ.get("LLM_COMPRESSOR_LOG_LEVEL") or ("WARNING" if quiet else "INFO")
     logger.remove()
     logger.add(sys.stderr, level=level.upper(), format=LOG_FORMAT, filter=support_log_once)
-    if quiet:
+    if not progress_bars:
         import datasets
         import transformers
 
-        os.environ["TQDM_DISABLE"] = "1"  # the progress bars of llmcompressor and compressed-tensors
         transformers.utils.logging.disable_progress_bar()
         datasets.disable_progress_bars()
 

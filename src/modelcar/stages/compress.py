@@ -61,7 +61,7 @@ def _run(context: StageContext) -> None:
     if not device.is_accelerator:
         ui.warn(CPU_WARNING)
     ui.info(f"{NAME}: {settings.describe()} on {device.describe()}")
-    quantize.configure_logging(ui.quiet)
+    quantize.configure_logging(ui.quiet, ui.show_progress)
 
     tokenizer = None
     calibration_set, held_out, used = None, [], 0

@@ -126,3 +126,17 @@ def test_make_run_with_a_local_model(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert json.loads((ws / "run.json").read_text())["stages"]["download-model"]["status"] == "succeeded"
     assert (ws / "model" / "config.json").is_file()
+
+
+def test_a_failing_stage_still_prints_the_record_with_json(tmp_path: Path) -> None:
+    source = write_model_dir(tmp_path / "src")
+    ws = tmp_path / "ws"
+    env = clean_env(MODELCAR_WORKSPACE=str(ws))
+    result = run_cli("run", "--model", str(source), "--allow-patterns", "*.gguf", "--json", env=env)
+    assert result.returncode == 1
+    assert "error: stage download-model failed: no file of" in result.stderr
+    record = json.loads(result.stdout)
+    assert record["stages"]["cleanup-workspace"]["status"] == "succeeded"
+    assert record["stages"]["download-model"]["status"] == "failed"
+    assert "no file of" in record["stages"]["download-model"]["error"]
+    assert "build-and-push" not in record["stages"]

@@ -223,6 +223,10 @@ def _execute(options: dict[str, Any], stages: tuple[str, ...], explicit: bool) -
         results = write_results(params.results_dir, record)
     except ModelcarError as exc:
         ui.error(str(exc))
+        if os.environ.get("MODELCAR_DEBUG"):
+            traceback.print_exception(exc)
+        if json_output and exc.record is not None:
+            click.echo(json.dumps(exc.record.data, indent=2))
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         ui.error("interrupted; run the same command again to continue")

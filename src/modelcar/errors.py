@@ -1,10 +1,13 @@
 """Exceptions that carry a message a user can act on, and the exit status that goes with it."""
 
+from typing import Any
+
 
 class ModelcarError(Exception):
     """A failure with a message meant for the user (no traceback is shown)."""
 
     exit_code = 1
+    record: Any = None  # the run record as it stood, when a stage failed
 
 
 class UsageError(ModelcarError):

@@ -106,7 +106,11 @@ def run_pipeline(params: Params, ui: UI, stages: tuple[str, ...] = STAGE_NAMES, 
                 record.mark_stage(stage.name, "skipped", reason=stage.reason)
                 record.save()
                 continue
-            _run_stage(stage.name, context)
+            try:
+                _run_stage(stage.name, context)
+            except ModelcarError as exc:
+                exc.record = record  # for --json, which prints the record whatever happened
+                raise
         return record
 
 
@@ -130,9 +134,7 @@ def _run_stage(name: str, context: StageContext) -> None:
         record.save()
         if isinstance(exc, UsageError):
             raise UsageError(f"stage {name} failed: {message}") from exc
-        if isinstance(exc, ModelcarError | OSError):
-            raise StageFailed(name, ModelcarError(message)) from exc
-        raise StageFailed(name, exc) from exc
+        raise StageFailed(name, ModelcarError(message)) from exc
     seconds = round(time.monotonic() - started, 3)
     record.mark_stage(name, "succeeded", seconds=seconds)
     record.save()
@@ -142,4 +144,6 @@ def _run_stage(name: str, context: StageContext) -> None:
 def _describe(exc: BaseException) -> str:
     if isinstance(exc, OSError) and exc.filename:
         return f"{exc.strerror or exc} ({exc.filename})"
-    return str(exc)
+    if isinstance(exc, ModelcarError | OSError):
+        return str(exc)
+    return f"internal error: {type(exc).__name__}: {exc} (MODELCAR_DEBUG=1 shows where)"

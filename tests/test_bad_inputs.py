@@ -132,9 +132,16 @@ CASES = [
     Case(
         "register-layout",
         ["run", *M],
-        {"MODEL_REGISTRY_URL": "http://127.0.0.1:9"},
+        {"MODEL_REGISTRY_URL": "http://127.0.0.1:9", "TLS_VERIFY": "false"},
         2,
         ["invalid OCI_IMAGE", "register-model"],
+    ),
+    Case(
+        "mr-plain-http",
+        ["run", *M, "--image", "quay.io/me/model:1"],
+        {"MODEL_REGISTRY_URL": "http://mr.example.com"},
+        2,
+        ["invalid MODEL_REGISTRY_URL='http://mr.example.com'", "--no-tls-verify"],
     ),
     Case("foreign-ws", ["run", *M], {}, 2, ["refusing to empty workspace", "marker"], _foreign_workspace),
     Case(
@@ -202,7 +209,7 @@ CASES = [
     ),
     Case(
         "not-a-model-registry",
-        ["register", "--model-name", "m", "--registry-url", "{denying_url}"],
+        ["register", "--model-name", "m", "--registry-url", "{denying_url}", "--no-tls-verify"],
         {"MODEL_REGISTRY_TOKEN": MODEL_REGISTRY_TOKEN},
         1,
         ["register-model"],
@@ -210,7 +217,7 @@ CASES = [
     ),
     Case(
         "model-registry-unreachable",
-        ["register", "--model-name", "m", "--registry-url", "{closed}"],
+        ["register", "--model-name", "m", "--registry-url", "{closed}", "--no-tls-verify"],
         {},
         1,
         ["register-model", "cannot reach the Model Registry"],

@@ -223,6 +223,25 @@ def test_no_authorization_after_a_redirect_to_another_host() -> None:
     assert seen == [("mr.example.com", f"Bearer {MODEL_REGISTRY_TOKEN}"), ("elsewhere.example.net", None)]
 
 
+def test_a_redirected_create_is_an_error_not_a_get() -> None:
+    """httpx would replay a 302-redirected POST as a GET, and the list would pass for the new model."""
+    seen: list[tuple[str, str]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append((request.method, str(request.url)))
+        if request.method == "GET":
+            return httpx.Response(200, json={"items": [], "size": 0, "pageSize": 1, "nextPageToken": ""})
+        return httpx.Response(302, headers={"Location": f"https://mr-route.example.com{request.url.raw_path.decode()}"})
+
+    with (
+        client_for("https://mr.example.com", token=MODEL_REGISTRY_TOKEN, transport=_mock(handler)) as client,
+        pytest.raises(RegistryApiError) as caught,
+    ):
+        client.create_registered_model({"name": "x"})
+    assert "redirected POST" in str(caught.value) and "https://mr-route.example.com" in str(caught.value)
+    assert [method for method, _ in seen].count("POST") == 1 and all("mr-route" not in url for _, url in seen)
+
+
 def test_a_200_that_is_not_the_api_is_not_a_model_registry() -> None:
     transport = _mock(lambda request: httpx.Response(200, text="<html>welcome</html>"))
     with client_for("https://mr.example.com", transport=transport) as client, pytest.raises(NotAModelRegistry):

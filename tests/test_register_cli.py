@@ -211,15 +211,16 @@ def test_no_image_in_a_registry(tmp_path: Path, registry: FakeModelRegistry, ima
     assert registry.exchanges == []
 
 
-def test_an_explicit_http_url_is_used_as_given(tmp_path: Path, registry: FakeModelRegistry) -> None:
-    """http:// in MODEL_REGISTRY_URL is the user's explicit choice (in-cluster services); TLS stays on elsewhere."""
+def test_plain_http_needs_no_tls_verify(tmp_path: Path, registry: FakeModelRegistry) -> None:
+    """CONTRACT.md: plain http only with --no-tls-verify (the token would travel in the clear)."""
     workspace = make_workspace(tmp_path / "ws")
     env = clean_env(MODEL_REGISTRY_TOKEN=MODEL_REGISTRY_TOKEN)
     result = run_cli(
         "register", "--workspace", str(workspace), "--registry-url", registry.url, "--model-name", "x", env=env
     )
-    assert result.returncode == 0, result.output
-    assert registry.exchanges
+    assert result.returncode == 2
+    assert "MODEL_REGISTRY_URL" in result.stderr and "--no-tls-verify" in result.stderr
+    assert registry.exchanges == []
 
 
 def test_credentials_in_the_url_are_refused_without_echoing_them(tmp_path: Path, registry: FakeModelRegistry) -> None:

@@ -80,7 +80,14 @@ def preflight(params: Params, planned: list[PlannedStage], workspace: Workspace)
 
 
 def _check_register(params: Params, running: set[str]) -> None:
-    """register-model needs the image in a registry (an explicit http:// URL is the user's choice)."""
+    """register-model needs the image in a registry, and TLS unless --no-tls-verify (CONTRACT.md:
+    plain http only with --no-tls-verify, since the token would travel in the clear)."""
+    if (params.registry_url or "").startswith("http://") and params.tls_verify:
+        raise ParameterError(
+            "MODEL_REGISTRY_URL",
+            params.registry_url,
+            "an https:// URL; plain http:// (the token in the clear) only with --no-tls-verify / TLS_VERIFY=false",
+        )
     if BUILD_PUSH in running and isinstance(params.image_ref, LayoutRef):
         raise ParameterError(
             "OCI_IMAGE",

@@ -211,7 +211,16 @@ class ModelRegistryClient:
         attempts = self._retry.attempts
         for attempt in range(1, attempts + 1):
             try:
-                response = self._http.request(method, url, params=params, content=content, headers=headers)
+                # Only reads follow redirects: a POST or PATCH redirected with 301/302 would be
+                # replayed as a GET and its answer taken for the created entity.
+                response = self._http.request(
+                    method,
+                    url,
+                    params=params,
+                    content=content,
+                    headers=headers,
+                    follow_redirects=method == "GET",
+                )
             except httpx.TransportError as exc:
                 if _is_tls_failure(exc):
                     raise RegistryUnreachable(
@@ -241,6 +250,14 @@ class ModelRegistryClient:
                 response.close()
                 self._sleep(delay)
                 continue
+            if response.is_redirect:
+                target = without_userinfo(response.headers.get("Location", "?"))
+                raise RegistryApiError(
+                    f"the Model Registry at {self.display_url} redirected {method} {urlsplit(url).path} "
+                    f"(HTTP {response.status_code}) to {target}; set MODEL_REGISTRY_URL to the address it "
+                    "redirects to",
+                    response.status_code,
+                )
             return response
         raise AssertionError("unreachable")  # pragma: no cover
 

@@ -140,3 +140,24 @@ def test_a_failing_stage_still_prints_the_record_with_json(tmp_path: Path) -> No
     assert record["stages"]["download-model"]["status"] == "failed"
     assert "no file of" in record["stages"]["download-model"]["error"]
     assert "build-and-push" not in record["stages"]
+
+
+def test_results_never_come_from_an_earlier_run(tmp_path: Path) -> None:
+    """A rerun whose build-and-push fails must not report the previous image or registration."""
+    ws = tmp_path / "ws"
+    write_model_dir(ws / "model")
+    digest = "sha256:" + "c" * 64
+    old = {
+        "stages": {},
+        "image": {"digest": digest, "pinned": f"quay.io/a/b@{digest}"},
+        "registry": {"model_uri": f"oci://quay.io/a/b@{digest}", "registered_model_id": "7", "model_version_id": "8"},
+    }
+    (ws / "run.json").write_text(json.dumps(old))
+    env = clean_env(MODELCAR_WORKSPACE=str(ws), RESULTS_DIR=str(tmp_path / "results"))
+    result = run_cli(
+        "build-push", "--image", "127.0.0.1:9/a/b:1", "--no-tls-verify", "--base-image", "scratch", env=env
+    )
+    assert result.returncode == 1
+    record = json.loads((ws / "run.json").read_text())
+    assert "image" not in record and "registry" not in record
+    assert not (tmp_path / "results").exists()

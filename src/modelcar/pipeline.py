@@ -16,6 +16,16 @@ from .stages.context import StageContext
 from .ui import UI
 from .workspace import Workspace
 
+# What a stage makes stale when it starts: its own section and those describing what later stages
+# made from the model as it was, so that a result (IMAGE_DIGEST, MODEL_URI, ...) never comes from
+# an earlier run, even when this one fails half-way.
+INVALIDATES = {
+    DOWNLOAD: ("compression", "image", "registry"),
+    COMPRESS: ("compression", "image", "registry"),
+    BUILD_PUSH: ("image", "registry"),
+    REGISTER: ("registry",),
+}
+
 STAGE_MODULES = {
     CLEANUP: "cleanup",
     DOWNLOAD: "download",
@@ -125,6 +135,7 @@ def _run_stage(name: str, context: StageContext) -> None:
     record = context.record
     module = importlib.import_module(f"{__package__}.stages.{STAGE_MODULES[name]}")
     context.ui.info(f"{name}: starting")
+    record.drop(*INVALIDATES.get(name, ()))
     record.mark_stage(name, "running")
     record.save()
     started = time.monotonic()

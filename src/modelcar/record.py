@@ -52,6 +52,10 @@ class RunRecord:
     def set(self, section: str, value: Any) -> None:
         self.data[section] = value
 
+    def drop(self, *sections: str) -> None:
+        for section in sections:
+            self.data.pop(section, None)
+
     def stage(self, name: str) -> dict[str, Any]:
         return self.data["stages"].get(name, {})
 

@@ -5,13 +5,23 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
+import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from modelcar.oci import layers as layers_module
+from modelcar.oci.build import build_and_push
+from modelcar.oci.digest_cache import DigestCache
 from modelcar.oci.image import OCI_INDEX, OCI_MANIFEST, Blob, Descriptor
+from modelcar.oci.layers import LayerStream, ModelDirError
 from modelcar.oci.layout import Layout
+from modelcar.oci.reference import parse_reference
+from modelcar.oci.store import ClientOptions
 
 from .helpers.common import REPO_ROOT, run_cli
 from .helpers.image_check import assert_models_equal, build_push_args, unpack
@@ -239,3 +249,57 @@ def test_plain_http_needs_no_tls_verify(oci_registry: Registry, tmp_path: Path) 
     )
     assert result.returncode == 1
     assert "--no-tls-verify" in result.stderr
+
+
+def _slow_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failing: str | None) -> Path:
+    """a.safetensors streams in 68 chunks of 0.1 s (about 7 s); `failing` cannot be read at all."""
+    model = tmp_path / "model"
+    model.mkdir()
+    for name in ("a.safetensors", "b.safetensors"):
+        (model / name).write_bytes(os.urandom(17 * MIB))
+    monkeypatch.setattr(layers_module, "READ_SIZE", 256 * 1024)
+    original = LayerStream._file_chunks
+
+    def file_chunks(seg, skip: int, pending: bytearray) -> Iterator[bytes]:  # type: ignore[no-untyped-def]
+        if seg.name == failing:
+            raise ModelDirError(f"cannot read {seg.name}: gone")
+        for chunk in original(seg, skip, pending):
+            if seg.name == "a.safetensors":
+                time.sleep(0.1)
+            yield chunk
+
+    monkeypatch.setattr(LayerStream, "_file_chunks", staticmethod(file_chunks))
+    return model
+
+
+def _build(model: Path, image: str) -> None:
+    build_and_push(
+        model, parse_reference(image), None, ClientOptions(tls_verify=False), {}, DigestCache(None), workers=4
+    )
+
+
+def test_a_failing_layer_stops_the_other_uploads_at_once(
+    oci_registry: Registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model = _slow_model(tmp_path, monkeypatch, failing="b.safetensors")
+    started = time.monotonic()
+    with pytest.raises(ModelDirError, match=r"cannot read b\.safetensors"):
+        _build(model, f"{oci_registry.host}/it/abort:1")
+    assert time.monotonic() - started < 2.5  # not the ~7 s the slow layer needs
+
+
+def test_an_interrupt_stops_the_running_uploads(
+    oci_registry: Registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model = _slow_model(tmp_path, monkeypatch, failing=None)
+    main = threading.main_thread().ident
+    assert main == threading.get_ident()
+    ctrl_c = threading.Timer(0.5, signal.pthread_kill, (main, signal.SIGINT))
+    started = time.monotonic()
+    ctrl_c.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            _build(model, f"{oci_registry.host}/it/interrupt:1")
+    finally:
+        ctrl_c.cancel()
+    assert time.monotonic() - started < 2.5

@@ -65,6 +65,17 @@ def test_bad_files_are_usage_errors_without_secrets(tmp_path: Path) -> None:
         find_credentials("quay.io", "a/b", tmp_path / "missing.json")
 
 
+def test_entry_without_credentials_means_anonymous(tmp_path: Path) -> None:
+    path = tmp_path / "config.json"  # what Docker Desktop writes: the secrets are in its credsStore
+    path.write_text(json.dumps({"auths": {"https://index.docker.io/v1/": {}}, "credsStore": "desktop"}))
+    assert find_credentials("docker.io", "library/busybox", path) is None
+    path.write_text(json.dumps({"auths": {"quay.io": {"auth": "", "email": "me@example.com"}}}))
+    assert find_credentials("quay.io", "a/b", path) is None
+    path.write_text(json.dumps({"auths": {"quay.io": {"auth": "not base64!"}}}))
+    with pytest.raises(UsageError, match="no usable credentials"):
+        find_credentials("quay.io", "a/b", path)
+
+
 def test_credentials_repr_hides_the_password(tmp_path: Path) -> None:
     path = tmp_path / "auth.json"
     path.write_text(json.dumps({"auths": {"quay.io": {"auth": _auth("me", "hunter2")}}}))

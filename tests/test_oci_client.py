@@ -15,6 +15,9 @@ import httpx
 import pytest
 
 from modelcar.oci.client import RegistryClient, RegistryError
+from modelcar.oci.image import Descriptor
+from modelcar.oci.reference import parse_reference
+from modelcar.oci.store import LayoutStore, RegistryStore
 from modelcar.oci.upload import upload_blob
 from modelcar.retry import RetryPolicy
 
@@ -49,6 +52,8 @@ class FakeRegistry:
     blobs: dict[str, bytes] = field(default_factory=dict)
     log: list[tuple[str, str, str | None]] = field(default_factory=list)
     storage_auth: list[str | None] = field(default_factory=list)
+    upload_origin: str = ""  # e.g. "https://other.example": upload Locations point there (absolute)
+    other_log: list[tuple[str, str | None]] = field(default_factory=list)  # (method, Authorization) there
 
     def handler(self, request: httpx.Request) -> httpx.Response:
         auth = request.headers.get("Authorization")
@@ -60,6 +65,9 @@ class FakeRegistry:
                 return httpx.Response(401)
             assert any(s.startswith("repository:r:pull") for s in request.url.params.get_list("scope"))
             return httpx.Response(200, json={"token": TOKEN})
+        if host == "other.example":
+            self.other_log.append((request.method, auth))
+            return self._upload(request, request.url.path.rsplit("/", 1)[1])
         if host == "storage.test":
             self.storage_auth.append(auth)
             return httpx.Response(200, content=b"blob-bytes")
@@ -89,7 +97,7 @@ class FakeRegistry:
         if request.method == "POST" and path.endswith("/blobs/uploads/"):
             upload = uuid.uuid4().hex
             self.uploads[upload] = bytearray()
-            return httpx.Response(202, headers={"Location": f"/upload/{upload}?_state=x"})
+            return httpx.Response(202, headers={"Location": f"{self.upload_origin}/upload/{upload}?_state=x"})
         if path.startswith("/upload/"):
             return self._upload(request, path.rsplit("/", 1)[1])
         if "/blobs/" in path:
@@ -103,7 +111,7 @@ class FakeRegistry:
         if upload not in self.uploads:
             return httpx.Response(404, json={"errors": [{"code": "BLOB_UPLOAD_UNKNOWN"}]})
         data = self.uploads[upload]
-        location = {"Location": f"/upload/{upload}?_state=y"}
+        location = {"Location": f"{self.upload_origin}/upload/{upload}?_state=y"}
         if request.method == "GET":
             if self.lose_session_once:
                 self.lose_session_once = False
@@ -235,3 +243,123 @@ def test_secrets_never_in_error_messages(tmp_path: Path) -> None:
         client.has_blob("r", _digest(b"x"))
     assert TOKEN not in str(info.value) and PASSWORD not in str(info.value)
     assert PASSWORD not in repr(client._credentials())
+
+
+@pytest.mark.parametrize("auth", ["bearer", "basic"])
+def test_upload_location_on_another_host_gets_no_authorization(tmp_path: Path, auth: str) -> None:
+    fake = FakeRegistry(auth=auth, upload_origin="https://other.example", cut_after=[1000])
+    data = os.urandom(50_000)
+    assert _push(fake, tmp_path, data) == _digest(data)
+    methods = [m for m, _ in fake.other_log]
+    assert "PATCH" in methods and "GET" in methods and "PUT" in methods  # upload, resume query, finish
+    assert fake.other_log and all(sent is None for _, sent in fake.other_log), fake.other_log
+    assert any(sent is not None for m, _, sent in fake.log if m == "POST")  # the registry itself still gets it
+
+
+def test_plain_http_upload_location_is_refused_while_tls_is_verified(tmp_path: Path) -> None:
+    fake = FakeRegistry(upload_origin="http://other.example")
+    with pytest.raises(RegistryError, match=r"http://other\.example/upload/\w+, which is not https"):
+        _push(fake, tmp_path, b"x" * 1000)
+    assert fake.other_log == []
+    assert [m for m, _, _ in fake.log if m != "GET"] == ["POST", "POST"]  # 401, then the session; no retries
+
+
+def test_plain_http_redirect_is_refused_while_tls_is_verified(tmp_path: Path) -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.scheme == "http":
+            raise AssertionError(f"a request went to {request.url}")
+        if request.url.path == "/v2/":
+            return httpx.Response(200)
+        return httpx.Response(307, headers={"Location": "http://storage.test/blob?sig=1"})
+
+    client = RegistryClient("reg.test", retry=FAST, transport=httpx.MockTransport(handler))
+    client._creds_cache[""] = client._creds_cache["r"] = None
+    with pytest.raises(RegistryError, match=r"http://storage\.test/blob, which is not https"):
+        client.get_blob("r", _digest(b"x"))
+
+
+def test_plain_http_redirect_of_a_patch_is_refused_not_retried(tmp_path: Path) -> None:
+    seen: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(f"{request.method} {request.url.scheme}://{request.url.host}{request.url.path}")
+        if request.method == "POST":
+            return httpx.Response(202, headers={"Location": "/upload/1"})
+        if request.method == "PATCH":
+            request.read()
+            return httpx.Response(307, headers={"Location": "http://other.example/upload/1"})
+        return httpx.Response(200)
+
+    client = RegistryClient("reg.test", retry=FAST, transport=httpx.MockTransport(handler))
+    client._creds_cache[""] = client._creds_cache["r"] = None
+    with pytest.raises(RegistryError, match=r"http://other\.example/upload/1, which is not https"):
+        upload_blob(client, "r", BytesSource(b"x" * 1000))
+    assert [s for s in seen if not s.startswith("GET")] == [
+        "POST https://reg.test/v2/r/blobs/uploads/",
+        "PATCH https://reg.test/upload/1",
+    ]
+
+
+def _breaking_blob_client(data: bytes, breaks: list[int], ranges: list[str | None]) -> RegistryClient:
+    """A registry whose blob GETs break off after breaks[i] bytes (one entry per GET, while any are left)."""
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v2/":
+            return httpx.Response(200)
+        ranged = request.headers.get("Range")
+        ranges.append(ranged)
+        start = int(ranged.removeprefix("bytes=").rstrip("-")) if ranged else 0
+        cut = breaks.pop(0) if breaks else None
+
+        def body() -> Iterator[bytes]:
+            tail = data[start:]
+            for i in range(0, len(tail), 4096):
+                if cut is not None and i >= cut:
+                    raise httpx.ReadError("connection reset by peer")
+                yield tail[i : i + 4096]
+
+        return httpx.Response(206 if ranged else 200, content=body())
+
+    client = RegistryClient("reg.test", retry=FAST, transport=httpx.MockTransport(handler))
+    client._creds_cache[""] = client._creds_cache["base"] = None
+    return client
+
+
+def test_base_layer_copy_to_a_layout_resumes_a_broken_download(tmp_path: Path) -> None:
+    mib = 1 << 20  # the client hands on whole MiB chunks: bytes after the last one are fetched again
+    data = os.urandom(3 * mib + 100)
+    ranges: list[str | None] = []
+    client = _breaking_blob_client(data, [mib + mib // 2, mib + 8192], ranges)
+    origin = RegistryStore(parse_reference("reg.test/base:1"), client)  # type: ignore[arg-type]
+    dest = LayoutStore(parse_reference(f"oci:{tmp_path / 'out'}:v1"))  # type: ignore[arg-type]
+    descriptor = Descriptor("application/vnd.oci.image.layer.v1.tar", _digest(data), len(data))
+    dest.copy_blob(origin, descriptor)
+    assert dest.layout.read_blob(_digest(data)) == data
+    assert ranges == [None, f"bytes={mib}-", f"bytes={2 * mib}-"]
+
+
+def test_base_layer_download_that_keeps_breaking_is_a_clear_registry_error(tmp_path: Path) -> None:
+    data = os.urandom(2 << 20)
+    ranges: list[str | None] = []
+    client = _breaking_blob_client(data, [3 << 19] + [0] * 20, ranges)
+    origin = RegistryStore(parse_reference("reg.test/base:1"), client)  # type: ignore[arg-type]
+    dest = LayoutStore(parse_reference(f"oci:{tmp_path / 'out'}:v1"))  # type: ignore[arg-type]
+    descriptor = Descriptor("application/vnd.oci.image.layer.v1.tar", _digest(data), len(data))
+    with pytest.raises(RegistryError, match=r"broke off at byte 1048576 of 2097152 \(ReadError.*check the network"):
+        dest.copy_blob(origin, descriptor)
+    assert len(ranges) == FAST.attempts  # tries in all since the last progress
+    assert not list((tmp_path / "out" / "blobs" / "sha256").glob(".*.tmp"))
+
+
+def test_credentials_read_the_scopes_under_the_lock(tmp_path: Path) -> None:
+    client = _client(FakeRegistry(), tmp_path)
+
+    class Guarded(set):  # type: ignore[type-arg]
+        def __iter__(self):  # type: ignore[no-untyped-def]
+            assert client._lock.locked(), "scopes read without the lock while want() may add to them"
+            return super().__iter__()
+
+    client._scopes = Guarded()
+    client.want("r", "pull,push")
+    assert client._credentials() is not None
+    assert client._credentials() is client._creds_cache["r"]

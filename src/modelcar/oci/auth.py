@@ -97,11 +97,14 @@ def _lookup(auths: dict[str, dict[str, str]], registry: str, repository: str, pa
     return _credentials(best[1], path, host)
 
 
-def _credentials(entry: dict[str, str], path: Path, host: str) -> Credentials:
+def _credentials(entry: dict[str, str], path: Path, host: str) -> Credentials | None:
+    """The entry's credentials; None for an entry without any (Docker Desktop's `{}` with a credsStore)."""
     if entry.get("identitytoken"):
         return Credentials(entry.get("username", ""), "", entry["identitytoken"])
     if entry.get("username") is not None and entry.get("password") is not None:
         return Credentials(entry["username"], entry["password"])
+    if not entry.get("auth"):
+        return None  # anonymous, unless a later auth file has credentials
     try:
         decoded = base64.b64decode(entry.get("auth", ""), validate=True).decode()
     except (binascii.Error, UnicodeDecodeError):

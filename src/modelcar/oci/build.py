@@ -3,6 +3,7 @@
 1. The base's manifest (or index: every platform) and configs are read.
 2. Model layers stream from the model directory to the destination, several at once, each hashed
    on the way; a layer whose digest is remembered and that the destination has is not read.
+   The first failure (or Ctrl-C) is reported at once and stops the other transfers at their next chunk.
 3. Base layers the destination lacks are mounted (same registry) or copied.
 4. Configs, manifests (and the index) are written; the tag goes last.
 """
@@ -10,9 +11,10 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,7 +37,7 @@ from .image import (
 )
 from .layers import LayerPlan, plan_layers, scan_model
 from .reference import ImageRef, LayoutRef
-from .store import ClientOptions, Clients, Store, open_store
+from .store import AbortableBlob, ClientOptions, Clients, Store, open_store
 
 WORKERS = 4
 
@@ -98,15 +100,18 @@ def build_and_push(
         origin = open_store(base, clients) if base is not None else None
         platforms, base_digest = _read_base(origin)
         pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="modelcar-push")
+        abort = threading.Event()  # set on the first failure (or Ctrl-C): running transfers stop at their next chunk
         try:
             # Largest first, so the last layer to finish is a small one.
             order = sorted(range(len(plans)), key=lambda i: -plans[i].size)
-            jobs = {i: pool.submit(_push_layer, dest, plans[i], cache, progress) for i in order}
+            jobs = {i: pool.submit(_push_layer, dest, plans[i], cache, progress, abort) for i in order}
             base_layers = {d.digest: d for p in platforms for d in p.layers}
-            base_jobs = [pool.submit(_ensure_base_layer, dest, origin, d) for d in base_layers.values()]
+            base_jobs = [pool.submit(_ensure_base_layer, dest, origin, d, abort) for d in base_layers.values()]
+            _raise_first_error([*jobs.values(), *base_jobs])
             layers = [_layer_result(plans[i], jobs[i]) for i in range(len(plans))]
             copied = sum(1 for job in base_jobs if job.result())
         finally:
+            abort.set()
             pool.shutdown(wait=True, cancel_futures=True)
         model = [ModelLayer(r.digest, r.size, r.title, f"modelcar: /models {r.title}") for r in layers]
         top, media_type, size, names = _write_manifests(dest, platforms, model, annotations, destination)
@@ -130,6 +135,15 @@ def build_and_push(
     )
 
 
+def _raise_first_error(jobs: list[Future[Any]]) -> None:
+    """Waits for every job, but raises the first failure as soon as it happens."""
+    done, _ = wait(jobs, return_when=FIRST_EXCEPTION)
+    for job in done:
+        error = job.exception()
+        if error is not None:
+            raise error
+
+
 def _layer_result(plan: LayerPlan, job: Future[tuple[str, bool]]) -> LayerResult:
     digest, uploaded = job.result()
     files = [{"path": e.name, "size": e.size, "type": e.kind} for e in plan.files]
@@ -137,7 +151,11 @@ def _layer_result(plan: LayerPlan, job: Future[tuple[str, bool]]) -> LayerResult
 
 
 def _push_layer(
-    dest: Store, plan: LayerPlan, cache: DigestCache, progress: Callable[[int], None] | None
+    dest: Store,
+    plan: LayerPlan,
+    cache: DigestCache,
+    progress: Callable[[int], None] | None,
+    abort: threading.Event,
 ) -> tuple[str, bool]:
     """(digest, whether it was sent): HEAD first when the digest is remembered."""
     known = cache.get(plan)
@@ -145,15 +163,15 @@ def _push_layer(
         if progress is not None:
             progress(plan.size)
         return known, False
-    digest = dest.put_stream(plan.stream(), progress)
+    digest = dest.put_stream(AbortableBlob(plan.stream(), abort), progress)
     cache.put(plan, digest)
     return digest, True
 
 
-def _ensure_base_layer(dest: Store, origin: Store | None, descriptor: Descriptor) -> bool:
+def _ensure_base_layer(dest: Store, origin: Store | None, descriptor: Descriptor, abort: threading.Event) -> bool:
     if origin is None or dest.has_blob(descriptor.digest):
         return False
-    dest.copy_blob(origin, descriptor)
+    dest.copy_blob(origin, descriptor, abort)
     return True
 
 

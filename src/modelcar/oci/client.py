@@ -3,7 +3,9 @@
 - TLS is verified unless --no-tls-verify, which also allows plain http (tried after https fails).
 - Timeouts are idle timeouts (connect, read, write); there is no total timeout.
 - Connection errors, 408/429/5xx are retried with exponential backoff and jitter (Retry-After honoured).
-- Redirects are followed by hand: the Authorization header never goes to another origin.
+- Redirects are followed by hand: the Authorization header goes only to the registry's own origin
+  (scheme, host, port), never to an upload Location or redirect elsewhere; while TLS is verified,
+  a plain-http Location or redirect is refused.
 - Basic and Bearer challenges are answered from the auth file; tokens are cached per scope set.
 """
 
@@ -39,6 +41,10 @@ class RegistryError(ModelcarError):
         super().__init__(message)
         self.status = status
         self.retry_after = retry_after  # the answer's Retry-After, for callers that retry themselves
+
+
+class InsecureLocation(RegistryError):
+    """A Location or redirect to plain http while TLS is verified: refused, never retried."""
 
 
 class RegistryClient:
@@ -95,11 +101,15 @@ class RegistryClient:
             self._scopes.add(f"repository:{repository}:{actions}")
 
     def _credentials(self) -> Credentials | None:
-        pushing = sorted(s.split(":")[1] for s in self._scopes if s.endswith("push"))
-        key = (pushing or sorted(s.split(":")[1] for s in self._scopes) or [""])[0]
-        if key not in self._creds_cache:
-            self._creds_cache[key] = find_credentials(self.registry, key, self.authfile)
-        return self._creds_cache[key]
+        with self._lock:
+            scopes = list(self._scopes)
+            pushing = sorted(s.split(":")[1] for s in scopes if s.endswith("push"))
+            key = (pushing or sorted(s.split(":")[1] for s in scopes) or [""])[0]
+            if key in self._creds_cache:
+                return self._creds_cache[key]
+        creds = find_credentials(self.registry, key, self.authfile)  # file reads: outside the lock
+        with self._lock:
+            return self._creds_cache.setdefault(key, creds)
 
     def _authenticate(self, response: httpx.Response) -> None:
         """Answers the 401's challenge; raises when there is nothing better to send."""
@@ -187,6 +197,14 @@ class RegistryClient:
     def url(self, path: str) -> str:
         return path if path.startswith(("http://", "https://")) else self._base() + path
 
+    def check_url(self, url: str | httpx.URL) -> None:
+        """Refuses a plain-http URL (an upload Location, a redirect) while TLS is verified."""
+        if self.tls_verify and httpx.URL(str(url)).scheme != "https":
+            raise InsecureLocation(
+                f"registry {self.registry} sent the client to {self._show(str(url))}, which is not https; "
+                "refusing it while TLS is verified (pass --no-tls-verify only for a registry you trust)"
+            )
+
     def _ping(self) -> None:
         """Finds the scheme: https, or http when TLS verification is off and https does not answer."""
         if not self.tls_verify:
@@ -265,11 +283,12 @@ class RegistryClient:
         params: dict[str, str] | None,
         stream: bool,
     ) -> httpx.Response:
-        origin = httpx.URL(url)
+        origin = httpx.URL(self._base())  # the registry's own: credentials go nowhere else
         current = url
         for _ in range(MAX_REDIRECTS):
             sent = dict(headers)
             target = httpx.URL(current)
+            self.check_url(target)
             with self._lock:
                 auth = self._auth_header
             if auth and _same_origin(target, origin):

@@ -1,8 +1,11 @@
 """Layer digests remembered between runs, so a second push can HEAD before it reads a byte.
 
 The key of a layer is its tar headers (names, sizes, modes) and, for each file, (device, inode,
-size, mtime_ns, ctime_ns): a file rewritten in any way gets a new ctime, hence a new key. A wrong
-or stale entry costs nothing but a full upload: the digest sent is always the one computed.
+size, mtime_ns, ctime_ns): a file rewritten in any way gets a new ctime, hence a new key.
+The cache is trusted: when the key matches and the destination has the remembered digest, that
+digest goes into the manifest without a byte being read or hashed, so a wrong entry (a file
+changed with its ctime kept, a hand-edited cache) would give a wrong image. Only when the
+destination lacks the remembered digest is the layer sent, and then the digest is the one computed.
 """
 
 from __future__ import annotations

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from ..errors import ModelcarError
+from ..files import UnsafeSymlink, check_symlink
 
 ROOT = "models"
 FILE_MODE = 0o644
@@ -69,7 +70,7 @@ def scan_model(model_dir: Path) -> list[Entry]:
             _check_name(rel, full)
             info = full.lstat()
             if stat.S_ISLNK(info.st_mode):
-                entries.append(Entry(rel, "symlink", target=_link_target(full, root, rel)))
+                entries.append(Entry(rel, "symlink", target=_link_target(full, model_dir, root, rel)))
                 if name in dirnames:
                     dirnames.remove(name)  # os.walk does not follow it; keep it a link
             elif stat.S_ISDIR(info.st_mode):
@@ -91,17 +92,26 @@ def _check_name(rel: str, full: Path) -> None:
         raise ModelDirError(f"{full}: the name cannot be stored under /{ROOT} safely; rename the file")
 
 
-def _link_target(link: Path, root: Path, rel: str) -> str:
-    """The link's target as a relative path that stays inside the model directory."""
+def _link_target(link: Path, model_dir: Path, root: Path, rel: str) -> str:
+    """The link's target as a relative path that stays inside the model directory.
+
+    The check is on the fully resolved target (every link on the way followed, as in the image),
+    so `sub/up -> ..` does not let `esc -> sub/up/../x` out.
+    """
     raw = os.readlink(link)
-    base = (root / rel).parent
-    resolved = Path(os.path.normpath(Path(raw) if os.path.isabs(raw) else base / raw))
-    if resolved != root and root not in resolved.parents:
+    try:
+        check_symlink(link, model_dir, root)
+    except UnsafeSymlink:
         raise ModelDirError(
             f"{link} is a symbolic link to {raw}, outside the model directory {root}; "
             "replace it with the file itself or remove it"
-        )
-    return os.path.relpath(resolved, base) if os.path.isabs(raw) else raw
+        ) from None
+    except (OSError, RuntimeError):  # RuntimeError: a loop of links
+        raise ModelDirError(
+            f"{link} is a symbolic link to {raw} that cannot be resolved (a loop?); replace it or remove it"
+        ) from None
+    # `root / rel` has no links above it (os.walk does not enter linked directories).
+    return os.path.relpath(link.resolve(), (root / rel).parent) if os.path.isabs(raw) else raw
 
 
 @dataclass

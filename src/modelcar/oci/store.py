@@ -8,9 +8,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from ..errors import ModelcarError
-from ..retry import RetryPolicy
-from .client import RegistryClient
+from ..retry import RetryPolicy, describe_error, is_retryable_error
+from .client import RegistryClient, RegistryError
 from .image import Descriptor, media_type_of, sha256_digest
 from .layout import Layout
 from .reference import ImageRef, LayoutRef, RegistryRef
@@ -59,8 +61,46 @@ class RemoteBlob:
         self.client, self.repository, self.digest, self.size = client, repository, digest, size
 
     def chunks(self, offset: int = 0) -> Iterator[bytes]:
-        with self.client.open_blob(self.repository, self.digest, offset) as chunks:
-            yield from chunks
+        """The bytes from `offset`; a connection broken mid-body resumes where it stopped (Range).
+
+        Tries without progress are bounded by the client's RetryPolicy; then a RegistryError.
+        """
+        position = offset
+        failures = 0
+        while True:
+            try:
+                with self.client.open_blob(self.repository, self.digest, position) as chunks:
+                    for chunk in chunks:
+                        position += len(chunk)
+                        failures = 0
+                        yield chunk
+                return
+            except httpx.TransportError as exc:
+                failures += 1
+                if failures >= self.client.retry.attempts or not is_retryable_error(exc):
+                    raise RegistryError(
+                        f"reading blob {self.digest} from {self.client.registry}/{self.repository} broke off "
+                        f"at byte {position} of {self.size} ({describe_error(exc)}), {failures} times in a row; "
+                        "check the network and run again"
+                    ) from None
+                self.client.retry.sleep(failures)
+
+
+class Aborted(ModelcarError):
+    """Another transfer of the same build failed, or the run was interrupted: this one stops too."""
+
+
+class AbortableBlob:
+    """A BlobSource that stops (raises Aborted) at its next chunk once `abort` is set."""
+
+    def __init__(self, source: BlobSource, abort: threading.Event) -> None:
+        self.source, self.abort, self.size = source, abort, source.size
+
+    def chunks(self, offset: int = 0) -> Iterator[bytes]:
+        for chunk in self.source.chunks(offset):
+            if self.abort.is_set():
+                raise Aborted("stopped: another layer of the image failed")
+            yield chunk
 
 
 class LayoutBlob:
@@ -91,8 +131,8 @@ class Store:
     def put_stream(self, source: BlobSource, progress: Progress = None) -> str:
         raise NotImplementedError
 
-    def copy_blob(self, origin: Store, descriptor: Descriptor) -> None:
-        _check_copy(origin, descriptor, self.put_stream(origin.blob(descriptor)))
+    def copy_blob(self, origin: Store, descriptor: Descriptor, abort: threading.Event | None = None) -> None:
+        _check_copy(origin, descriptor, self.put_stream(_abortable(origin.blob(descriptor), abort)))
 
     def put_bytes(self, data: bytes) -> str:
         raise NotImplementedError
@@ -125,14 +165,15 @@ class RegistryStore(Store):
     def put_stream(self, source: BlobSource, progress: Progress = None) -> str:
         return upload_blob(self.client, self.repository, source, progress)
 
-    def copy_blob(self, origin: Store, descriptor: Descriptor) -> None:
+    def copy_blob(self, origin: Store, descriptor: Descriptor, abort: threading.Event | None = None) -> None:
+        source = _abortable(origin.blob(descriptor), abort)
         if isinstance(origin, RegistryStore) and origin.client is self.client:
             self.client.want(origin.repository, "pull")
             mount = (descriptor.digest, origin.repository)
-            digest = upload_blob(self.client, self.repository, origin.blob(descriptor), None, mount=mount)
+            digest = upload_blob(self.client, self.repository, source, None, mount=mount)
             _check_copy(origin, descriptor, digest)
             return
-        _check_copy(origin, descriptor, self.put_stream(origin.blob(descriptor)))
+        _check_copy(origin, descriptor, self.put_stream(source))
 
     def put_bytes(self, data: bytes) -> str:
         digest = sha256_digest(data)
@@ -187,6 +228,10 @@ class LayoutStore(Store):
 
     def pinned(self, digest: str) -> str:
         return str(LayoutRef(self.ref.path, None, digest))
+
+
+def _abortable(source: BlobSource, abort: threading.Event | None) -> BlobSource:
+    return source if abort is None else AbortableBlob(source, abort)
 
 
 def _check_copy(origin: Store, descriptor: Descriptor, digest: str) -> None:

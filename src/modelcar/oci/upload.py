@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 import httpx
 
-from .client import RegistryClient, RegistryError
+from .client import InsecureLocation, RegistryClient, RegistryError
 
 CHECKPOINT = 64 << 20
 CHUNK = 32 << 20
@@ -154,14 +154,16 @@ def _start(client: RegistryClient, repository: str, mount: tuple[str, str] | Non
     response = client.request("POST", f"/v2/{repository}/blobs/uploads/", params=params, ok=(201, 202))
     if response.status_code == 201 and mount:
         return None
-    return _location(response)
+    return _location(client, response)
 
 
-def _location(response: httpx.Response) -> str:
+def _location(client: RegistryClient, response: httpx.Response) -> str:
     location = response.headers.get("Location")
     if not location:
         raise RegistryError(f"the registry answered {response.status_code} to an upload without a Location")
-    return str(response.url.join(location))
+    url = response.url.join(location)
+    client.check_url(url)  # before any byte goes there: a plain-http Location fails now, not after retries
+    return str(url)
 
 
 def _send_all(
@@ -244,11 +246,13 @@ def _patch(
         headers["Content-Range"] = f"{offset}-{offset + length - 1}"
     try:
         response = client.request("PATCH", location, headers=headers, content=body, ok=(202, 204), retries=False)
+    except InsecureLocation:
+        raise
     except RegistryError as exc:
         if exc.status is None or exc.status >= 500 or exc.status in (408, 429):
             raise UploadInterrupted(str(exc), exc.retry_after) from None
         raise
-    return _location(response)
+    return _location(client, response)
 
 
 def _status(client: RegistryClient, location: str) -> tuple[str, int]:
@@ -260,7 +264,7 @@ def _status(client: RegistryClient, location: str) -> tuple[str, int]:
             raise SessionLost(str(exc)) from None
         raise
     ranged = response.headers.get("Range", "")
-    new_location = _location(response) if response.headers.get("Location") else location
+    new_location = _location(client, response) if response.headers.get("Location") else location
     if not ranged:
         return new_location, 0
     match = re.fullmatch(r"(?:bytes=)?0-(-?\d+)", ranged.strip())

@@ -8,7 +8,6 @@ tune it.
 
 from __future__ import annotations
 
-import email.utils
 import os
 import random
 import ssl
@@ -64,6 +63,8 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     value = value.strip()
     if value.isdigit():
         return float(value)
+    import email.utils  # only for the rare HTTP-date form; it is slow to import
+
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):

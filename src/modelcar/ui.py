@@ -6,37 +6,51 @@ import contextlib
 import os
 import sys
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.progress import Progress
 
 
 class UI:
+    """rich is imported only for a terminal: in a pod's log (and in `--quiet` runs) plain lines
+    are all that is needed, and every Tekton step starts a fresh process."""
+
     def __init__(self, quiet: bool = False) -> None:
         self.quiet = quiet
-        self.console = Console(stderr=True, highlight=False, soft_wrap=True)
-        self.show_progress = not quiet and sys.stderr.isatty()
+        self.is_terminal = sys.stderr.isatty()
+        self.show_progress = not quiet and self.is_terminal
+        self._console: Console | None = None
         if not self.show_progress:
             # The libraries' own tqdm bars (transformers, llmcompressor, datasets): tqdm reads this
             # when it is imported, which happens later, inside the stages.
             os.environ.setdefault("TQDM_DISABLE", "1")
 
+    @property
+    def console(self) -> Console:
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console(stderr=True, highlight=False, soft_wrap=True)
+        return self._console
+
+    def _say(self, message: str, style: str | None = None) -> None:
+        if self.is_terminal:
+            self.console.print(message, markup=False, style=style)
+        else:
+            sys.stderr.write(message + "\n")
+            sys.stderr.flush()
+
     def info(self, message: str) -> None:
         if not self.quiet:
-            self.console.print(message, markup=False)
+            self._say(message)
 
     def warn(self, message: str) -> None:
-        self.console.print(f"warning: {message}", markup=False, style="yellow")
+        self._say(f"warning: {message}", "yellow")
 
     def error(self, message: str) -> None:
-        self.console.print(f"error: {message}", markup=False, style="red")
+        self._say(f"error: {message}", "red")
 
     @contextlib.contextmanager
     def byte_progress(self, description: str, total: int | None) -> Iterator[ProgressHandle]:
@@ -44,6 +58,15 @@ class UI:
         if not self.show_progress:
             yield ProgressHandle(None, None)
             return
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+            TransferSpeedColumn,
+        )
+
         columns = (
             TextColumn("{task.description}"),
             BarColumn(),

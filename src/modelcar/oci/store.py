@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -111,37 +112,37 @@ class LayoutBlob:
         return self.layout.open_blob(self.digest, offset)
 
 
-class Store:
-    """Reads and writes of one image location."""
+class Store(ABC):
+    """Reads and writes of one image location (a registry repository or an OCI layout)."""
 
     ref: ImageRef
 
-    def manifest(self, reference: str) -> tuple[bytes, str, str]:
-        raise NotImplementedError
+    @abstractmethod
+    def manifest(self, reference: str) -> tuple[bytes, str, str]: ...
 
-    def json_blob(self, digest: str) -> dict[str, Any]:
-        raise NotImplementedError
+    @abstractmethod
+    def json_blob(self, digest: str) -> dict[str, Any]: ...
 
-    def blob(self, descriptor: Descriptor) -> BlobSource:
-        raise NotImplementedError
+    @abstractmethod
+    def blob(self, descriptor: Descriptor) -> BlobSource: ...
 
-    def has_blob(self, digest: str) -> bool:
-        raise NotImplementedError
+    @abstractmethod
+    def has_blob(self, digest: str) -> bool: ...
 
-    def put_stream(self, source: BlobSource, progress: Progress = None) -> str:
-        raise NotImplementedError
+    @abstractmethod
+    def put_stream(self, source: BlobSource, progress: Progress = None) -> str: ...
 
     def copy_blob(self, origin: Store, descriptor: Descriptor, abort: threading.Event | None = None) -> None:
         _check_copy(origin, descriptor, self.put_stream(_abortable(origin.blob(descriptor), abort)))
 
-    def put_bytes(self, data: bytes) -> str:
-        raise NotImplementedError
+    @abstractmethod
+    def put_bytes(self, data: bytes) -> str: ...
 
-    def put_manifest(self, data: bytes, media_type: str, tag: str | None) -> str:
-        raise NotImplementedError
+    @abstractmethod
+    def put_manifest(self, data: bytes, media_type: str, tag: str | None) -> str: ...
 
-    def pinned(self, digest: str) -> str:
-        raise NotImplementedError
+    @abstractmethod
+    def pinned(self, digest: str) -> str: ...
 
 
 class RegistryStore(Store):

@@ -9,7 +9,6 @@ that leaves this module is scrubbed of it.
 
 from __future__ import annotations
 
-import functools
 import json
 import ssl
 import time
@@ -21,6 +20,7 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 
 from ..retry import RETRYABLE_STATUS, RetryPolicy
+from ..tls import ssl_context
 from .errors import (
     AuthRefused,
     Conflict,
@@ -76,7 +76,7 @@ class ModelRegistryClient:
         self._http = httpx.Client(
             headers=headers,
             timeout=timeout,
-            verify=_tls_context(tls_verify, ca_bundle),
+            verify=ssl_context(tls_verify, ca_bundle),
             follow_redirects=True,
             transport=transport,
             trust_env=True,
@@ -308,26 +308,6 @@ def without_userinfo(url: str) -> str:
     if "@" not in parts.netloc:
         return url
     return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
-
-
-@functools.lru_cache(maxsize=8)
-def _tls_context(tls_verify: bool, ca_bundle: Path | None) -> ssl.SSLContext | bool:
-    """The system's CAs, certifi's, and CA_BUNDLE's (built once: loading them takes a while)."""
-    if not tls_verify:
-        return False
-    context = ssl.create_default_context()
-    try:
-        import certifi
-
-        context.load_verify_locations(cafile=certifi.where())
-    except (ImportError, OSError):  # the system store alone is fine
-        pass
-    if ca_bundle is not None:
-        try:
-            context.load_verify_locations(cafile=str(ca_bundle))
-        except (OSError, ssl.SSLError) as exc:
-            raise RegistryUnreachable(f"cannot load the CA bundle {ca_bundle}: {exc}") from None
-    return context
 
 
 def _json_or_none(response: httpx.Response) -> Any:

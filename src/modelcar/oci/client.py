@@ -12,18 +12,17 @@
 from __future__ import annotations
 
 import json
-import ssl
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import certifi
 import httpx
 
-from ..errors import ModelcarError, UsageError
+from ..errors import ModelcarError
 from ..retry import RETRYABLE_STATUS, RetryPolicy, describe_error, is_retryable_error
+from ..tls import ssl_context
 from .auth import Challenge, Credentials, find_credentials, parse_challenge
 from .image import ACCEPT, media_type_of, sha256_digest
 
@@ -72,14 +71,7 @@ class RegistryClient:
         self._auth_scopes: frozenset[str] = frozenset()
         self._challenge: Challenge | None = None
         self._creds_cache: dict[str, Credentials | None] = {}
-        verify: ssl.SSLContext | bool = False
-        if tls_verify:
-            verify = ssl.create_default_context(cafile=certifi.where())
-            if ca_bundle is not None:
-                try:
-                    verify.load_verify_locations(cafile=str(ca_bundle))
-                except (OSError, ssl.SSLError) as exc:
-                    raise UsageError(f"cannot load the CA bundle {ca_bundle}: {exc}; give a PEM file") from None
+        verify = ssl_context(tls_verify, ca_bundle)
         limits = httpx.Limits(max_connections=32, max_keepalive_connections=16)
         self._http = httpx.Client(
             verify=verify,

@@ -24,7 +24,7 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -88,6 +88,21 @@ class _Server:
             except OSError:
                 return
             threading.Thread(target=self._handle, args=(client,), daemon=True).start()
+
+    def _forward(
+        self, pieces: Iterable[bytes], sink: socket.socket, stop_after: int | None, request: ProxyRequest
+    ) -> bool:
+        """Sends the pieces on; with `stop_after`, only that many bytes, then stalls (returns False)."""
+        passed = 0
+        for piece in pieces:
+            if stop_after is not None and passed + len(piece) > stop_after:
+                sink.sendall(piece[: stop_after - passed])
+                request.injected = True
+                self._stall()
+                return False
+            sink.sendall(piece)
+            passed += len(piece)
+        return True
 
     def _handle(self, client: socket.socket) -> None:
         raise NotImplementedError
@@ -424,19 +439,8 @@ class HttpFaultProxy(_Server):
                     upstream_reader = upstream.makefile("rb", buffering=PIECE)
                 assert upstream_reader is not None
                 upstream.sendall(b"".join(head) + b"\r\n")
-                sent = 0
-                for piece in body:
-                    if (
-                        stall is not None
-                        and stall.request_after is not None
-                        and sent + len(piece) > stall.request_after
-                    ):
-                        upstream.sendall(piece[: stall.request_after - sent])
-                        request.injected = True
-                        self._stall()
-                        return
-                    upstream.sendall(piece)
-                    sent += len(piece)
+                if not self._forward(body, upstream, stall.request_after if stall else None, request):
+                    return
 
                 response_head = _read_head(upstream_reader)
                 if response_head is None:
@@ -458,19 +462,8 @@ class HttpFaultProxy(_Server):
                     continue
                 request.status = status
                 client.sendall(b"".join(response_head) + b"\r\n")
-                passed = 0
-                for piece in response_body:
-                    if (
-                        stall is not None
-                        and stall.response_after is not None
-                        and passed + len(piece) > stall.response_after
-                    ):
-                        client.sendall(piece[: stall.response_after - passed])
-                        request.injected = True
-                        self._stall()
-                        return
-                    client.sendall(piece)
-                    passed += len(piece)
+                if not self._forward(response_body, client, stall.response_after if stall else None, request):
+                    return
                 if not (no_body or framed):
                     return  # a body delimited by the end of the connection
                 if "close" in (headers.get("connection", "") + response_headers.get("connection", "")).lower():

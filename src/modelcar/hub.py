@@ -75,6 +75,7 @@ def resolve(repo_id: str, revision: str, token: str | None) -> ResolvedRepo:
 
 
 def matching(files: tuple[str, ...], patterns: tuple[str, ...]) -> list[str]:
+    """The files the allow patterns select, with the Hub's own matching (used for local sources too)."""
     return sorted(filter_repo_objects(list(files), allow_patterns=list(patterns)))
 
 

@@ -1,4 +1,4 @@
-"""A local directory as the model source: the matching files, hard-linked when possible."""
+"""A local directory as the model source: its files, hard-linked when possible."""
 
 from __future__ import annotations
 
@@ -7,22 +7,19 @@ import os
 import shutil
 from pathlib import Path
 
-from huggingface_hub.utils import filter_repo_objects
-
 from .files import walk_files
 
 # Bookkeeping of git and of huggingface_hub's local_dir downloads, never part of the model.
 IGNORED_TOP_LEVEL = frozenset({".git", ".cache"})
 
 
-def matching_files(source: Path, patterns: tuple[str, ...]) -> list[str]:
-    """Relative posix paths under source that match the allow patterns (Hub semantics)."""
-    relative = [
+def model_files(source: Path) -> tuple[str, ...]:
+    """Relative posix paths of the model's files under source (what the allow patterns filter)."""
+    return tuple(
         p.relative_to(source).as_posix()
         for p in walk_files(source)
         if not p.is_dir() and p.relative_to(source).parts[0] not in IGNORED_TOP_LEVEL
-    ]
-    return sorted(filter_repo_objects(relative, allow_patterns=list(patterns)))
+    )
 
 
 def copy_files(source: Path, names: list[str], target: Path) -> None:

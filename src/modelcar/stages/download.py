@@ -14,8 +14,8 @@ from typing import Any
 
 from .. import atomic, hub
 from ..errors import ModelcarError
-from ..files import inventory, walk_files
-from ..localsource import copy_files, matching_files
+from ..files import inventory
+from ..localsource import copy_files, model_files
 from ..space import require_free_space
 from .context import StageContext
 
@@ -36,8 +36,9 @@ def run(context: StageContext) -> None:
 
     if params.model_is_local:
         source_dir = Path(model)
-        names = matching_files(source_dir, patterns)
-        _require_matches(names, model, patterns, [p.relative_to(source_dir).as_posix() for p in walk_files(source_dir)])
+        available = model_files(source_dir)
+        names = hub.matching(available, patterns)
+        _require_matches(names, model, patterns, list(available))
         source = {"kind": "local", "path": model, "revision": None, "sha": None}
         _prepare_partial(partial, source)
         copy_files(source_dir, names, partial)

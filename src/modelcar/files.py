@@ -61,7 +61,3 @@ def inventory(root: Path, workers: int | None = None) -> list[dict[str, Any]]:
         {"path": p.relative_to(root).as_posix(), "size": p.stat().st_size, "sha256": d}
         for p, d in zip(paths, digests, strict=True)
     ]
-
-
-def total_size(root: Path) -> int:
-    return sum(p.stat().st_size for p in walk_files(root) if p.is_file())

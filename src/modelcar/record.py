@@ -15,7 +15,6 @@ from . import __version__, atomic
 from .errors import UsageError
 
 RECORD_VERSION = 1
-SECTIONS = ("source", "files", "compression", "image", "registry")
 
 # Tekton results and where in the record each one comes from.
 RESULT_PATHS: dict[str, tuple[str, str]] = {

@@ -3,13 +3,14 @@ image which came out is the model, byte for byte, and that an OCI layout holds n
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
+
+from modelcar.files import sha256_file
 
 from .common import MODELCAR, clean_env
 
@@ -130,11 +131,7 @@ def assert_layout_intact(layout: Path, tag: str | None = None, digest: str | Non
     for blob in (layout / "blobs" / "sha256").iterdir():
         if blob.name.startswith("."):
             continue
-        hasher = hashlib.sha256()
-        with open(blob, "rb") as handle:
-            while chunk := handle.read(MIB):
-                hasher.update(chunk)
-        assert hasher.hexdigest() == blob.name, f"half-written or damaged blob {blob.name}"
+        assert sha256_file(blob) == blob.name, f"half-written or damaged blob {blob.name}"
     for entry in index["manifests"]:
         assert (layout / "blobs" / "sha256" / entry["digest"].split(":", 1)[1]).is_file()
     assert temp_files(layout) == []

@@ -7,7 +7,6 @@ layout with the package's own layout writer.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
@@ -186,11 +185,3 @@ def busybox_layout(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if not BUSYBOX.is_file():
         pytest.skip("busybox-static is not installed (make install-test)")
     return make_busybox_layout(tmp_path_factory.mktemp("busybox") / "layout")
-
-
-def sha256_file(path: Path) -> str:
-    hasher = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(1 << 20):
-            hasher.update(chunk)
-    return hasher.hexdigest()

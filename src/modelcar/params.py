@@ -8,14 +8,13 @@ the parameter, the value and what is accepted.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
-
-from pydantic import BaseModel, ConfigDict, SecretStr, ValidationError
+from typing import Any
 
 from .errors import ParameterError
 from .oci.reference import (
@@ -81,20 +80,44 @@ _TRUE = ("true", "1", "yes", "on")
 _FALSE = ("false", "0", "no", "off")
 
 
-class Params(BaseModel):
-    """Every parameter of the pipeline, validated and normalised."""
+class Secret:
+    """A token that keeps out of reprs, logs and the run record; `get_secret_value()` to use it."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def get_secret_value(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('**********')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+# A plain frozen dataclass, not a pydantic model: the parsers below validate every value, and
+# pydantic's import and schema build were a quarter of a second of every command's start-up.
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Params:
+    """Every parameter of the pipeline, validated and normalised; built by load_params only."""
 
     model: str | None = None
     model_is_local: bool = False
     revision: str = "main"
     allow_patterns: tuple[str, ...] = DEFAULT_ALLOW_PATTERNS
-    hf_token: SecretStr | None = None
+    hf_token: Secret | None = None
     image: str
     base_image: str = DEFAULT_BASE_IMAGE
     compress: bool = False
-    scheme: Literal["gptq", "w8a8", "fp8-dynamic"] = "gptq"
+    scheme: str = "gptq"  # one of SCHEMES
     bits: int = 4
     group_size: int | None = DEFAULT_GROUP_SIZE  # None: one scale per output channel
     dataset: str = "c4"
@@ -104,8 +127,8 @@ class Params(BaseModel):
     model_name: str | None = None
     model_version: str = "1.0.0"
     registry_url: str | None = None
-    registry_api: Literal["v1", "v1alpha3"] | None = None
-    registry_token: SecretStr | None = None
+    registry_api: str | None = None  # "v1" | "v1alpha3"
+    registry_token: Secret | None = None
     overwrite: bool = False
     skip: tuple[str, ...] = ()
     workspace: Path
@@ -133,10 +156,23 @@ class Params(BaseModel):
 
     def public_view(self) -> dict[str, Any]:
         """The parameters without secrets, for the run record."""
-        data = self.model_dump(mode="json", exclude={"hf_token", "registry_token"})
+        data = {
+            field.name: _plain(getattr(self, field.name))
+            for field in dataclasses.fields(self)
+            if field.name not in ("hf_token", "registry_token")
+        }
         data["hf_token_set"] = self.hf_token is not None
         data["registry_token_set"] = self.registry_token is not None
         return data
+
+
+def _plain(value: Any) -> Any:
+    """A JSON value: paths as strings, tuples as lists."""
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, tuple):
+        return list(value)
+    return value
 
 
 def load_params(cli: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> Params:
@@ -175,12 +211,7 @@ def load_params(cli: Mapping[str, Any], environ: Mapping[str, str] | None = None
         "ca_bundle": _existing_file(raw, "ca_bundle"),
         "results_dir": _path(raw, "results_dir"),
     }
-    try:
-        return Params(**values)
-    except ValidationError as exc:  # a bug in the parsers above, not bad input
-        first = exc.errors()[0]
-        field = str(first["loc"][0]) if first["loc"] else "?"
-        raise ParameterError(ENV_NAMES.get(field, field), first.get("input"), first["msg"]) from None
+    return Params(**values)
 
 
 class _Raw:
@@ -255,11 +286,11 @@ def _allow_patterns(raw: _Raw) -> tuple[str, ...]:
     return patterns
 
 
-def _secret(env: Mapping[str, str], *names: str) -> SecretStr | None:
+def _secret(env: Mapping[str, str], *names: str) -> Secret | None:
     for name in names:
         value = env.get(name, "").strip()
         if value:
-            return SecretStr(value)
+            return Secret(value)
     return None
 
 
@@ -423,7 +454,7 @@ def _choice(raw: _Raw, field: str, choices: tuple[str, ...]) -> str | None:
     raise _fail(field, value, f"one of {', '.join(choices)}")
 
 
-def _registry_token(raw: _Raw, env: Mapping[str, str]) -> SecretStr | None:
+def _registry_token(raw: _Raw, env: Mapping[str, str]) -> Secret | None:
     token = _secret(env, "MODEL_REGISTRY_TOKEN")
     if token is not None:
         return token
@@ -436,13 +467,13 @@ def _registry_token(raw: _Raw, env: Mapping[str, str]) -> SecretStr | None:
             raise _fail("registry_token_path", path_value, f"a readable token file ({exc.strerror})") from None
         if not text:
             raise _fail("registry_token_path", path_value, "a file holding a token (it is empty)")
-        return SecretStr(text)
+        return Secret(text)
     if SERVICE_ACCOUNT_TOKEN.is_file():
         try:
             text = SERVICE_ACCOUNT_TOKEN.read_text().strip()
         except OSError:
             return None
-        return SecretStr(text) if text else None
+        return Secret(text) if text else None
     return None
 
 

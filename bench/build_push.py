@@ -16,6 +16,7 @@ Each runs as a child process; its wall time and peak RSS (getrusage of the child
 from __future__ import annotations
 
 import argparse
+import compileall
 import hashlib
 import os
 import shutil
@@ -120,6 +121,9 @@ def main() -> None:
     )
     args = parser.parse_args()
 
+    # An installed modelcar has its .pyc files; this checkout's editable install would otherwise
+    # compile its sources at every start (always, under PYTHONDONTWRITEBYTECODE).
+    compileall.compile_dir(str(REPO / "src"), quiet=1)
     root = Path(tempfile.mkdtemp(prefix="modelcar-bench-", dir=args.workdir))
     registry_root = Path(tempfile.mkdtemp(prefix="modelcar-bench-registry-", dir=args.registry_dir))
     registry = start_registry(registry_root)

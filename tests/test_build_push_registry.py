@@ -9,7 +9,6 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,7 +17,7 @@ from modelcar.oci import layers as layers_module
 from modelcar.oci.build import build_and_push
 from modelcar.oci.digest_cache import DigestCache
 from modelcar.oci.image import OCI_INDEX, OCI_MANIFEST, Blob, Descriptor
-from modelcar.oci.layers import LayerStream, ModelDirError
+from modelcar.oci.layers import FileRange, ModelDirError
 from modelcar.oci.layout import Layout
 from modelcar.oci.reference import parse_reference
 from modelcar.oci.store import ClientOptions
@@ -258,17 +257,16 @@ def _slow_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failing: str | 
     for name in ("a.safetensors", "b.safetensors"):
         (model / name).write_bytes(os.urandom(17 * MIB))
     monkeypatch.setattr(layers_module, "READ_SIZE", 256 * 1024)
-    original = LayerStream._file_chunks
+    original = FileRange.read
 
-    def file_chunks(seg, skip: int, pending: bytearray) -> Iterator[bytes]:  # type: ignore[no-untyped-def]
-        if seg.name == failing:
-            raise ModelDirError(f"cannot read {seg.name}: gone")
-        for chunk in original(seg, skip, pending):
-            if seg.name == "a.safetensors":
-                time.sleep(0.1)
-            yield chunk
+    def read(part: FileRange) -> bytes:
+        if part.name == failing:
+            raise ModelDirError(f"cannot read {part.name}: gone")
+        if part.name == "a.safetensors":
+            time.sleep(0.1)
+        return original(part)
 
-    monkeypatch.setattr(LayerStream, "_file_chunks", staticmethod(file_chunks))
+    monkeypatch.setattr(FileRange, "read", read)
     return model
 
 

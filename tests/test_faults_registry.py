@@ -159,6 +159,35 @@ def test_429_retry_after_is_honoured(
     assert [r.status for r in proxy.injected("POST upload")] == [429]
 
 
+def test_a_patch_answered_with_a_challenge_is_sent_again_with_credentials(
+    oci_registry: Registry, busybox_layout: Path, model: Path, reference: str, tmp_path: Path
+) -> None:
+    # As when a token expires mid-push: the first PATCH of two blobs is answered 401 with a Basic
+    # challenge; the client answers it from the auth file and sends the whole body again.
+    def decide(request: ProxyRequest) -> Action | None:
+        if request.kind == "PATCH upload" and request.number <= 2:
+            return Reply(401, {"WWW-Authenticate": 'Basic realm="modelcar-test"'})
+        return None
+
+    with HttpFaultProxy(oci_registry.host, decide) as proxy:
+        authfile = write_authfile(tmp_path / "auth.json", [proxy.host])
+        workspace = new_workspace(tmp_path / "ws", model)
+        result = push(
+            workspace, f"{proxy.host}/faults/challenged:1", f"oci:{busybox_layout}", "--authfile", str(authfile)
+        )
+        assert result.returncode == 0, result.output
+    assert not leaks(result.output)
+    digest = str(image_record(workspace)["digest"])
+    assert digest == reference
+    pull_and_compare(f"docker://{oci_registry.host}/faults/challenged@{digest}", model, tmp_path, "pulled")
+    challenged = proxy.injected("PATCH upload")
+    assert [r.status for r in challenged] == [401, 401]
+    for first in challenged:
+        again = [r for r in proxy.requests("PATCH upload") if r.path == first.path and r is not first]
+        assert again and again[0].status == 202, first.path
+        assert again[0].headers.get("authorization") == _basic(REGISTRY_PASSWORD)
+
+
 # ---- redirects to another origin, with an htpasswd registry ---------------------------------
 
 

@@ -67,10 +67,12 @@ class RegistryClient:
         self.scheme: str | None = None
         self._scopes: set[str] = set()
         self._lock = threading.Lock()
+        self._ping_lock = threading.Lock()
         self._auth_header: str | None = None
         self._auth_scopes: frozenset[str] = frozenset()
         self._challenge: Challenge | None = None
         self._creds_cache: dict[str, Credentials | None] = {}
+        self.own_transport = transport is None  # False in tests that hand in a mock transport
         verify = ssl_context(tls_verify, ca_bundle)
         limits = httpx.Limits(max_connections=32, max_keepalive_connections=16)
         self._http = httpx.Client(
@@ -103,7 +105,7 @@ class RegistryClient:
         with self._lock:
             return self._creds_cache.setdefault(key, creds)
 
-    def _authenticate(self, response: httpx.Response) -> None:
+    def authenticate(self, response: httpx.Response) -> None:
         """Answers the 401's challenge; raises when there is nothing better to send."""
         challenge = parse_challenge(response.headers.get("WWW-Authenticate", ""))
         if challenge is None:
@@ -183,8 +185,16 @@ class RegistryClient:
 
     def _base(self) -> str:
         if self.scheme is None:
-            self._ping()
+            with self._ping_lock:  # upload threads start together: one of them finds the scheme
+                if self.scheme is None:
+                    self._ping()
         return f"{self.scheme}://{self.host}"
+
+    def authorization_for(self, url: httpx.URL) -> str | None:
+        """The Authorization header to send to `url`: only the registry's own origin gets one."""
+        with self._lock:
+            auth = self._auth_header
+        return auth if auth and _same_origin(url, httpx.URL(self._base())) else None
 
     def url(self, path: str) -> str:
         return path if path.startswith(("http://", "https://")) else self._base() + path
@@ -193,7 +203,7 @@ class RegistryClient:
         """Refuses a plain-http URL (an upload Location, a redirect) while TLS is verified."""
         if self.tls_verify and httpx.URL(str(url)).scheme != "https":
             raise InsecureLocation(
-                f"registry {self.registry} sent the client to {self._show(str(url))}, which is not https; "
+                f"registry {self.registry} sent the client to {self.show(str(url))}, which is not https; "
                 "refusing it while TLS is verified (pass --no-tls-verify only for a registry you trust)"
             )
 
@@ -247,10 +257,10 @@ class RegistryClient:
                     self.retry.sleep(attempt + 1)
                     attempt += 1
                     continue
-                raise RegistryError(f"{method} {self._show(url)} failed: {describe_error(exc)}") from None
+                raise RegistryError(f"{method} {self.show(url)} failed: {describe_error(exc)}") from None
             if response.status_code == 401 and not tried_auth:
                 _close(response, stream)
-                self._authenticate(response)
+                self.authenticate(response)
                 tried_auth = True
                 continue
             if response.status_code in ok:
@@ -275,15 +285,13 @@ class RegistryClient:
         params: dict[str, str] | None,
         stream: bool,
     ) -> httpx.Response:
-        origin = httpx.URL(self._base())  # the registry's own: credentials go nowhere else
         current = url
         for _ in range(MAX_REDIRECTS):
             sent = dict(headers)
             target = httpx.URL(current)
             self.check_url(target)
-            with self._lock:
-                auth = self._auth_header
-            if auth and _same_origin(target, origin):
+            auth = self.authorization_for(target)
+            if auth:
                 sent["Authorization"] = auth
             body: Any = content() if callable(content) else content
             request = self._http.build_request(
@@ -302,7 +310,7 @@ class RegistryClient:
     def error_for(self, method: str, url: str, response: httpx.Response) -> RegistryError:
         status = response.status_code
         if status in (401, 403):
-            return self._denied(status, f"{method} {self._show(url)} was refused")
+            return self._denied(status, f"{method} {self.show(url)} was refused")
         detail = ""
         try:
             errors = response.json().get("errors") or []
@@ -310,14 +318,14 @@ class RegistryClient:
         except (ValueError, AttributeError):
             detail = response.text[:200].strip() if response.text else ""
         return RegistryError(
-            f"registry {self.registry} answered HTTP {status} to {method} {self._show(url)}"
+            f"registry {self.registry} answered HTTP {status} to {method} {self.show(url)}"
             + (f" ({detail})" if detail else ""),
             status,
             response.headers.get("Retry-After"),
         )
 
     @staticmethod
-    def _show(url: str) -> str:
+    def show(url: str) -> str:
         """A URL fit for a message: no query (upload state, signed storage parameters)."""
         parsed = httpx.URL(url)
         return str(parsed.copy_with(query=None))

@@ -211,6 +211,32 @@ def _padded(size: int) -> int:
 
 
 @dataclass(frozen=True)
+class FileRange:
+    """`length` bytes of a file from `start`: what a sender may pass on without reading (sendfile)."""
+
+    path: Path
+    start: int
+    length: int
+    name: str  # inside the model directory, for messages
+
+    def read(self) -> bytes:
+        try:
+            with open(self.path, "rb", buffering=0) as handle:
+                data = os.pread(handle.fileno(), self.length, self.start)
+        except OSError as exc:
+            raise ModelDirError(f"cannot read {self.path}: {exc.strerror}") from None
+        if len(data) != self.length:
+            raise self.changed()
+        return data
+
+    def changed(self) -> ModelDirError:
+        return ModelDirError(f"{self.path} changed size while it was being packaged; run build-and-push again")
+
+
+Part = bytes | FileRange
+
+
+@dataclass(frozen=True)
 class _Segment:
     start: int
     length: int
@@ -220,7 +246,7 @@ class _Segment:
 
 
 class LayerStream:
-    """The bytes of a layer, produced from any offset, in chunks of at most READ_SIZE."""
+    """The bytes of a layer, produced from any offset: as chunks, or as parts (bytes and file ranges)."""
 
     def __init__(self, plan: LayerPlan) -> None:
         self.size = plan.size
@@ -240,50 +266,34 @@ class LayerStream:
         self._segments.append(_Segment(pos, len(END_OF_ARCHIVE), data=END_OF_ARCHIVE))
         assert pos + len(END_OF_ARCHIVE) == self.size
 
-    def chunks(self, offset: int = 0) -> Iterator[bytes]:
-        """Yields the layer's bytes from `offset` to the end; small segments are coalesced."""
-        pending = bytearray()
+    def parts(self, offset: int = 0) -> Iterator[Part]:
+        """The layer from `offset` on: header and padding bytes, and file ranges of at most READ_SIZE."""
         for seg in self._segments:
             end = seg.start + seg.length
             if end <= offset:
                 continue
             skip = max(0, offset - seg.start)
             if seg.data is not None:
-                pending += seg.data[skip:]
+                yield seg.data[skip:]
+                continue
+            assert seg.path is not None
+            for start in range(skip, seg.length, READ_SIZE):
+                yield FileRange(seg.path, start, min(READ_SIZE, seg.length - start), seg.name)
+
+    def chunks(self, offset: int = 0) -> Iterator[bytes]:
+        """The layer's bytes from `offset` to the end; headers are joined to the data that follows."""
+        pending = bytearray()
+        for part in self.parts(offset):
+            if isinstance(part, bytes):
+                pending += part
                 if len(pending) >= READ_SIZE:
                     yield bytes(pending)
                     pending.clear()
                 continue
-            assert seg.path is not None
-            yield from self._file_chunks(seg, skip, pending)
-            pending = bytearray()
+            data = part.read()
+            if pending:
+                data = bytes(pending) + data
+                pending.clear()
+            yield data
         if pending:
             yield bytes(pending)
-
-    @staticmethod
-    def _file_chunks(seg: _Segment, skip: int, pending: bytearray) -> Iterator[bytes]:
-        assert seg.path is not None
-        remaining = seg.length - skip
-        try:
-            handle = open(seg.path, "rb", buffering=0)  # noqa: SIM115
-        except OSError as exc:
-            raise ModelDirError(f"cannot read {seg.path}: {exc.strerror}") from None
-        with handle:
-            if skip:
-                handle.seek(skip)
-            if pending:
-                first = handle.read(min(remaining, READ_SIZE - len(pending)))
-                remaining -= len(first)
-                yield bytes(pending) + first
-                if len(first) == 0 and remaining:
-                    raise _changed(seg)
-            while remaining > 0:
-                data = handle.read(min(remaining, READ_SIZE))
-                if not data:
-                    raise _changed(seg)
-                remaining -= len(data)
-                yield data
-
-
-def _changed(seg: _Segment) -> ModelDirError:
-    return ModelDirError(f"{seg.path} changed size while it was being packaged; run build-and-push again")

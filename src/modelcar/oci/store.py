@@ -15,6 +15,7 @@ from ..errors import ModelcarError
 from ..retry import RetryPolicy, describe_error, is_retryable_error
 from .client import RegistryClient, RegistryError
 from .image import Descriptor, media_type_of, sha256_digest
+from .layers import Part
 from .layout import Layout
 from .reference import ImageRef, LayoutRef, RegistryRef
 from .upload import BlobSource, upload_blob, upload_bytes
@@ -96,12 +97,22 @@ class AbortableBlob:
 
     def __init__(self, source: BlobSource, abort: threading.Event) -> None:
         self.source, self.abort, self.size = source, abort, source.size
+        if hasattr(source, "parts"):  # a LayerStream: the plain-http sender uses its file ranges
+            self.parts = self._parts
 
     def chunks(self, offset: int = 0) -> Iterator[bytes]:
         for chunk in self.source.chunks(offset):
-            if self.abort.is_set():
-                raise Aborted("stopped: another layer of the image failed")
+            self._check()
             yield chunk
+
+    def _parts(self, offset: int = 0) -> Iterator[Part]:
+        for part in self.source.parts(offset):  # type: ignore[attr-defined]
+            self._check()
+            yield part
+
+    def _check(self) -> None:
+        if self.abort.is_set():
+            raise Aborted("stopped: another layer of the image failed")
 
 
 class LayoutBlob:

@@ -9,6 +9,7 @@ streamed PATCH (413, 416) get the chunked form: PATCH with Content-Range, chunk 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import queue
 import re
@@ -18,7 +19,9 @@ from typing import Any, Protocol
 
 import httpx
 
+from . import direct
 from .client import InsecureLocation, RegistryClient, RegistryError
+from .layers import Part
 
 CHECKPOINT = 64 << 20
 CHUNK = 32 << 20
@@ -234,6 +237,15 @@ def _patch(
     chunked: bool,
     advance: Callable[[int], None],
 ) -> str:
+    headers = {"Content-Type": "application/octet-stream", "Content-Length": str(length)}
+    if chunked or offset:
+        headers["Content-Range"] = f"{offset}-{offset + length - 1}"
+    parts = getattr(source, "parts", None)
+    if parts is not None and client.own_transport and direct.usable(httpx.URL(location)):
+        response = _patch_direct(client, location, headers, parts, state, offset, length, advance)
+        if response is not None:
+            return _location(client, response)
+
     def body() -> Iterator[bytes]:
         state.rewind(offset)  # a body sent again (after a 401) is hashed once
         for chunk in _limited(source.chunks(offset), length):
@@ -241,18 +253,58 @@ def _patch(
             advance(state.position)
             yield chunk
 
-    headers = {"Content-Type": "application/octet-stream", "Content-Length": str(length)}
-    if chunked or offset:
-        headers["Content-Range"] = f"{offset}-{offset + length - 1}"
     try:
         response = client.request("PATCH", location, headers=headers, content=body, ok=(202, 204), retries=False)
     except InsecureLocation:
         raise
     except RegistryError as exc:
-        if exc.status is None or exc.status >= 500 or exc.status in (408, 429):
-            raise UploadInterrupted(str(exc), exc.retry_after) from None
-        raise
+        raise _interrupted(exc) from None
     return _location(client, response)
+
+
+def _patch_direct(
+    client: RegistryClient,
+    location: str,
+    headers: dict[str, str],
+    parts: Callable[[int], Iterator[Part]],
+    state: _Hash,
+    offset: int,
+    length: int,
+    advance: Callable[[int], None],
+) -> httpx.Response | None:
+    """The PATCH through direct.send_patch; None when it was redirected (httpx follows those)."""
+    url = httpx.URL(location)
+
+    def feed(data: bytes) -> None:
+        state.update(data)
+        advance(state.position)
+
+    for attempt in range(2):  # a 401 once: answer the challenge, send again
+        state.rewind(offset)
+        sent = dict(headers)
+        auth = client.authorization_for(url)
+        if auth:
+            sent["Authorization"] = auth
+        try:
+            response = direct.send_patch(url, sent, _limited_parts(parts(offset), length), feed)
+        except direct.SendFailed as exc:
+            raise UploadInterrupted(f"PATCH {client.show(location)} failed: {exc}") from None
+        if response.status_code in (202, 204):
+            return response
+        if response.is_redirect:
+            return None
+        if response.status_code == 401 and attempt == 0:
+            client.authenticate(response)
+            continue
+        raise _interrupted(client.error_for("PATCH", location, response))
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _interrupted(exc: RegistryError) -> Exception:
+    """A PATCH failure: transient ones resume the upload, the rest are final."""
+    if exc.status is None or exc.status >= 500 or exc.status in (408, 429):
+        return UploadInterrupted(str(exc), exc.retry_after)
+    return exc
 
 
 def _status(client: RegistryClient, location: str) -> tuple[str, int]:
@@ -301,6 +353,17 @@ def upload_bytes(client: RegistryClient, repository: str, data: bytes, digest: s
         content=data,
         ok=(201, 204),
     )
+
+
+def _limited_parts(parts: Iterator[Part], length: int) -> Iterator[Part]:
+    for part in parts:
+        if length <= 0:
+            return
+        size = len(part) if isinstance(part, bytes) else part.length
+        if size > length:
+            part = part[:length] if isinstance(part, bytes) else dataclasses.replace(part, length=length)
+        length -= size
+        yield part
 
 
 def _limited(chunks: Iterator[bytes], length: int) -> Iterator[bytes]:

@@ -1,0 +1,122 @@
+"""A blob PATCH to a plain-http registry with the file bytes handed to the kernel (sendfile).
+
+Through httpx every byte of a layer is read into Python, copied again by httpcore's partial
+writes and once more into the socket. Here the bytes of a file range are read once, for the
+sha256 (`feed`), and the kernel sends them from the page cache: on a 2-core machine that is
+about a quarter of the client's CPU, which the registry needs for its own hashing.
+
+Only for http:// upload URLs with no HTTP proxy set in the environment: TLS, proxies and
+redirects stay with httpx (upload.py falls back to it when this returns a redirect).
+"""
+
+from __future__ import annotations
+
+import http.client
+import os
+import socket
+from collections.abc import Callable, Iterable
+
+import httpx
+
+from .layers import FileRange, ModelDirError, Part
+
+CONNECT_TIMEOUT = 30.0
+IDLE_TIMEOUT = 300.0  # like httpx's read/write timeouts: no progress for this long
+FLUSH_SIZE = 64 << 10
+_PROXY_VARIABLES = ("http_proxy", "all_proxy")
+
+
+class SendFailed(Exception):
+    """The connection broke (or timed out) before an answer came; the upload can resume."""
+
+
+def usable(url: httpx.URL) -> bool:
+    """Plain http, and no proxy variable that httpx would route the request through."""
+    if url.scheme != "http":
+        return False
+    return not any(os.environ.get(name) or os.environ.get(name.upper()) for name in _PROXY_VARIABLES)
+
+
+def send_patch(
+    url: httpx.URL,
+    headers: dict[str, str],
+    parts: Iterable[Part],
+    feed: Callable[[bytes], None],
+) -> httpx.Response:
+    """Sends PATCH `url` with the parts as body; `feed` sees every byte sent, in order.
+
+    The answer comes back as an httpx.Response, so the caller treats it like any other.
+    Errors of the model files (ModelDirError) and of `feed` go up as they are.
+    """
+    connection = http.client.HTTPConnection(url.host, url.port or 80, timeout=CONNECT_TIMEOUT)
+    try:
+        try:
+            connection.connect()
+            sock = connection.sock
+            sock.settimeout(IDLE_TIMEOUT)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            connection.putrequest("PATCH", url.raw_path.decode("ascii"), skip_accept_encoding=True)
+            for name, value in headers.items():
+                connection.putheader(name, value)
+            connection.endheaders()
+        except (OSError, http.client.HTTPException) as exc:
+            raise SendFailed(f"cannot send to {url.host}:{url.port}: {exc}") from None
+        try:
+            _send_body(sock, parts, feed)
+        except (OSError, http.client.HTTPException) as exc:
+            # The registry may have answered (and closed) before reading everything: use its answer.
+            answer = _answer(connection, url)
+            if answer is not None:
+                return answer
+            raise SendFailed(f"the connection to {url.host}:{url.port} broke while sending: {exc}") from None
+        answer = _answer(connection, url)
+        if answer is None:
+            raise SendFailed(f"{url.host}:{url.port} closed the connection without an answer")
+        return answer
+    finally:
+        connection.close()
+
+
+def _send_body(sock: socket.socket, parts: Iterable[Part], feed: Callable[[bytes], None]) -> None:
+    pending = bytearray()  # headers and padding, a few hundred bytes each: sent together
+    for part in parts:
+        if isinstance(part, bytes):
+            feed(part)
+            pending += part
+            if len(pending) >= FLUSH_SIZE:
+                sock.sendall(pending)
+                pending.clear()
+            continue
+        data = part.read()
+        feed(data)
+        if pending:
+            sock.sendall(pending)
+            pending.clear()
+        _send_range(sock, part)
+    if pending:
+        sock.sendall(pending)
+
+
+def _send_range(sock: socket.socket, part: FileRange) -> None:
+    try:
+        handle = open(part.path, "rb")  # noqa: SIM115
+    except OSError as exc:
+        raise ModelDirError(f"cannot read {part.path}: {exc.strerror}") from None
+    with handle:
+        sent = sock.sendfile(handle, part.start, part.length)
+    if sent != part.length:
+        raise part.changed()
+
+
+def _answer(connection: http.client.HTTPConnection, url: httpx.URL) -> httpx.Response | None:
+    try:
+        answer = connection.getresponse()
+        content = answer.read()
+    except (OSError, http.client.HTTPException):
+        return None
+    return httpx.Response(
+        answer.status,
+        headers=answer.getheaders(),
+        content=content,
+        request=httpx.Request("PATCH", url),
+    )

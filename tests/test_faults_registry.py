@@ -186,6 +186,7 @@ def test_a_patch_answered_with_a_challenge_is_sent_again_with_credentials(
         again = [r for r in proxy.requests("PATCH upload") if r.path == first.path and r is not first]
         assert again and again[0].status == 202, first.path
         assert again[0].headers.get("authorization") == _basic(REGISTRY_PASSWORD)
+        assert again[0].headers.get("user-agent") == "modelcar"
 
 
 # ---- redirects to another origin, with an htpasswd registry ---------------------------------

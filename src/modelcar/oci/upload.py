@@ -5,6 +5,9 @@ and the upload goes on from there; the sha256 state is taken back to a checkpoin
 that offset and the gap re-hashed from the source, so the digest is the same as in one pass.
 When the registry has lost the upload session, the blob starts again. Registries that refuse a
 streamed PATCH (413, 416) get the chunked form: PATCH with Content-Range, chunk by chunk.
+
+A model layer's PATCH to a plain-http registry goes through direct.py (file bytes by sendfile);
+every other request, and every PATCH over TLS or through a proxy, goes through the httpx client.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from typing import Any, Protocol
 import httpx
 
 from . import direct
-from .client import InsecureLocation, RegistryClient, RegistryError
+from .client import USER_AGENT, InsecureLocation, RegistryClient, RegistryError
 from .layers import Part
 
 CHECKPOINT = 64 << 20
@@ -281,7 +284,7 @@ def _patch_direct(
 
     for attempt in range(2):  # a 401 once: answer the challenge, send again
         state.rewind(offset)
-        sent = dict(headers)
+        sent = {"User-Agent": USER_AGENT, **headers}
         auth = client.authorization_for(url)
         if auth:
             sent["Authorization"] = auth

@@ -320,3 +320,35 @@ def test_a_wrong_password_is_refused_and_never_shown(auth_registry: Registry, mo
     assert result.returncode == 1
     assert "denied access (HTTP 401)" in result.stderr
     assert not leaks(result.output) and _basic(wrong).split()[1] not in result.output
+
+
+def test_credentials_from_a_credential_helper(
+    auth_registry: Registry, model: Path, auth_reference: str, tmp_path: Path
+) -> None:
+    # A docker config that keeps the secret in a credential helper (credHelpers), as `docker login`
+    # with a keychain does: modelcar runs the helper, pushes, and never shows the secret.
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    asked = tmp_path / "asked"
+    helper = bin_dir / "docker-credential-testkeychain"
+    helper.write_text(
+        "#!/bin/sh\n"
+        f'read -r server; echo "$1 $server" >> "{asked}"\n'
+        f'printf \'{{"ServerURL": "%s", "Username": "{USER}", "Secret": "{REGISTRY_PASSWORD}"}}\' "$server"\n'
+    )
+    helper.chmod(0o755)
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"auths": {}, "credHelpers": {auth_registry.host: "testkeychain"}}))
+    workspace = new_workspace(tmp_path / "ws", model)
+    result = push(
+        workspace,
+        f"{auth_registry.host}/faults/helper:1",
+        f"{auth_registry.host}/base/busybox:1",
+        "--authfile",
+        str(config),
+        PATH=f"{bin_dir}:/usr/bin:/bin",
+    )
+    assert result.returncode == 0, result.output
+    assert not leaks(result.output) and not leaks((workspace / "run.json").read_text())
+    assert image_record(workspace)["digest"] == auth_reference
+    assert asked.read_text().split() == ["get", auth_registry.host]  # asked once: the answer is kept

@@ -90,3 +90,82 @@ def test_challenges() -> None:
     basic = parse_challenge('Basic realm="Registry Realm"')
     assert basic is not None and basic.scheme == "basic"
     assert parse_challenge("Negotiate abc") is None
+
+
+# ---- credential helpers (docker-credential-<name> get) ---------------------------------------
+
+HELPER = """#!/bin/sh
+# A fake docker-credential helper: logs what it was asked, answers from a table.
+[ "$1" = get ] || {{ echo "unexpected command $1" >&2; exit 2; }}
+read -r server
+echo "$server" >> "{log}"
+case "$server" in
+  quay.io) echo '{{"ServerURL":"quay.io","Username":"robot","Secret":"helper-s3cret"}}' ;;
+  https://index.docker.io/v1/) echo '{{"ServerURL":"hub","Username":"<token>","Secret":"refresh-t0ken"}}' ;;
+  broken.example) echo "the keychain is locked" >&2; exit 1 ;;
+  garbled.example) echo "not json" ;;
+  *) echo "credentials not found in native keychain"; exit 1 ;;
+esac
+"""
+
+
+@pytest.fixture
+def helper_log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """`docker-credential-fake` on PATH; returns the file listing the servers it was asked for."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    log = tmp_path / "helper.log"
+    program = bin_dir / "docker-credential-fake"
+    program.write_text(HELPER.format(log=log))
+    program.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:/usr/bin:/bin")
+    return log
+
+
+def test_cred_helpers_entry_asks_its_program_first(tmp_path: Path, helper_log: Path) -> None:
+    path = tmp_path / "config.json"
+    path.write_text(
+        json.dumps({"auths": {"quay.io": {"auth": _auth("inline", "p")}}, "credHelpers": {"quay.io": "fake"}})
+    )
+    creds = find_credentials("quay.io", "team/model", path)
+    assert creds is not None and (creds.username, creds.password) == ("robot", "helper-s3cret")
+    assert helper_log.read_text().split() == ["quay.io"]
+    assert "helper-s3cret" not in repr(creds)
+
+
+def test_creds_store_serves_registries_without_inline_credentials(tmp_path: Path, helper_log: Path) -> None:
+    path = tmp_path / "config.json"  # Docker Desktop's shape: empty entries, secrets in the store
+    path.write_text(
+        json.dumps(
+            {
+                "auths": {"https://index.docker.io/v1/": {}, "inline.example": {"auth": _auth("me", "x")}},
+                "credsStore": "fake",
+            }
+        )
+    )
+    hub = find_credentials("docker.io", "library/busybox", path)
+    assert hub is not None and hub.identity_token == "refresh-t0ken" and hub.username == ""
+    inline = find_credentials("inline.example", "a/b", path)
+    assert inline is not None and inline.username == "me"  # inline credentials win over the store
+    assert find_credentials("elsewhere.example", "a/b", path) is None  # "credentials not found"
+    assert helper_log.read_text().split() == ["https://index.docker.io/v1/", "elsewhere.example"]
+
+
+def test_helper_failures_are_usage_errors_naming_the_helper(tmp_path: Path, helper_log: Path) -> None:
+    path = tmp_path / "config.json"
+    helpers = {"broken.example": "fake", "garbled.example": "fake", "missing.example": "absent"}
+    path.write_text(json.dumps({"credHelpers": helpers}))
+    with pytest.raises(
+        UsageError, match=r"docker-credential-fake .*failed for broken\.example: the keychain is locked"
+    ):
+        find_credentials("broken.example", "a/b", path)
+    with pytest.raises(UsageError, match="not its JSON"):
+        find_credentials("garbled.example", "a/b", path)
+    with pytest.raises(UsageError, match=r"docker-credential-absent .*is not installed or not on PATH"):
+        find_credentials("missing.example", "a/b", path)
+
+
+def test_a_missing_creds_store_program_means_anonymous(tmp_path: Path, helper_log: Path) -> None:
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({"auths": {"https://index.docker.io/v1/": {}}, "credsStore": "desktop"}))
+    assert find_credentials("docker.io", "library/busybox", path) is None

@@ -2,8 +2,11 @@
 
 Credentials come from the first of: --authfile / REGISTRY_AUTH_FILE, $DOCKER_CONFIG/config.json,
 ~/.docker/config.json, $XDG_RUNTIME_DIR/containers/auth.json that has an entry for the registry
-(a Kubernetes `.dockerconfigjson` secret is such a file). Secrets live in `Credentials` only,
-whose repr hides them; nothing here logs or formats one into a message.
+(a Kubernetes `.dockerconfigjson` secret is such a file). In one file, as the docker CLI does: a
+`credHelpers` entry for the registry's host first, then the most specific `auths` entry with
+credentials, then the `credsStore`; a helper is the program `docker-credential-<name>`, asked
+with `get` and the server on stdin. Secrets live in `Credentials` only, whose repr hides them;
+nothing here logs or formats one into a message.
 """
 
 from __future__ import annotations
@@ -13,12 +16,16 @@ import binascii
 import json
 import os
 import re
+import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import UsageError
 
 DOCKER_HUB_KEYS = ("docker.io", "index.docker.io", "registry-1.docker.io", "registry.hub.docker.com")
+DOCKER_HUB_SERVER = "https://index.docker.io/v1/"  # what credential helpers store Docker Hub under
+HELPER_TIMEOUT = 60.0  # a keychain may ask the user first
+IDENTITY_TOKEN_USER = "<token>"  # a helper's Username when Secret is an identity (refresh) token
 
 
 @dataclass(frozen=True)
@@ -50,19 +57,35 @@ def auth_file_candidates(authfile: Path | None) -> list[Path]:
 
 
 def find_credentials(registry: str, repository: str, authfile: Path | None) -> Credentials | None:
-    """The credentials for `registry/repository`: the most specific key of the first file that has one."""
+    """The credentials for `registry/repository` from the first auth file that has some."""
     for path in auth_file_candidates(authfile):
         if not path.is_file():
             if authfile is not None:
                 raise UsageError(f"the auth file {path} does not exist; check --authfile / REGISTRY_AUTH_FILE")
             continue
-        creds = _lookup(_read_auths(path), registry, repository, path)
+        creds = _from_file(_read_config(path), registry, repository, path)
         if creds is not None:
             return creds
     return None
 
 
-def _read_auths(path: Path) -> dict[str, dict[str, str]]:
+def _from_file(doc: dict[str, object], registry: str, repository: str, path: Path) -> Credentials | None:
+    host = "docker.io" if registry in DOCKER_HUB_KEYS else registry
+    helpers = doc.get("credHelpers")
+    if isinstance(helpers, dict):
+        for key, helper in helpers.items():
+            if _normalise_key(str(key)) == host and isinstance(helper, str) and helper:
+                return _from_helper(helper, host, path, required=True)
+    creds = _lookup(_auths(doc), registry, repository, path)
+    if creds is not None:
+        return creds
+    store = doc.get("credsStore")
+    if isinstance(store, str) and store:
+        return _from_helper(store, host, path, required=False)
+    return None
+
+
+def _read_config(path: Path) -> dict[str, object]:
     try:
         doc = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
@@ -70,8 +93,57 @@ def _read_auths(path: Path) -> dict[str, dict[str, str]]:
         raise UsageError(f"cannot read the registry auth file {path}: {reason}; fix or remove it") from None
     if not isinstance(doc, dict):
         raise UsageError(f"the registry auth file {path} is not a JSON object; fix or remove it")
-    auths = doc.get("auths", doc if "auths" not in doc and "credHelpers" not in doc else {})
-    return {str(k): v for k, v in (auths or {}).items() if isinstance(v, dict)}
+    return doc
+
+
+def _auths(doc: dict[str, object]) -> dict[str, dict[str, str]]:
+    # A file with neither key is the old ~/.dockercfg form: the registries at the top level.
+    keys = ("auths", "credHelpers", "credsStore")
+    auths = doc.get("auths", doc if not any(k in doc for k in keys) else {})
+    if not isinstance(auths, dict):
+        return {}
+    return {str(k): v for k, v in auths.items() if isinstance(v, dict)}
+
+
+def _from_helper(helper: str, host: str, path: Path, required: bool) -> Credentials | None:
+    """Asks `docker-credential-<helper> get`; None when it has nothing for the registry.
+
+    A `credsStore` whose program is missing (a Docker Desktop config copied to a machine without
+    Docker Desktop) means anonymous, as an empty `auths` entry does; a `credHelpers` entry names
+    the registry itself, so its missing program is an error.
+    """
+    program = f"docker-credential-{helper}"
+    server = DOCKER_HUB_SERVER if host == "docker.io" else host
+    where = f"the credential helper {program} (named in {path})"
+    try:
+        answer = subprocess.run(
+            [program, "get"], input=server, capture_output=True, text=True, timeout=HELPER_TIMEOUT, check=False
+        )
+    except FileNotFoundError:
+        if not required:
+            return None
+        raise UsageError(
+            f"{where} is not installed or not on PATH; install it, or log in with "
+            f"`skopeo login --authfile FILE {host}` and pass --authfile FILE"
+        ) from None
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise UsageError(f"{where} could not be run for {host}: {type(exc).__name__}") from None
+    if answer.returncode != 0:
+        message = (answer.stderr or answer.stdout).strip().splitlines()
+        first = message[0][:200] if message else f"exit status {answer.returncode}"
+        if "not found" in first.lower():
+            return None  # the helper's way of saying: no credentials for this server
+        raise UsageError(f"{where} failed for {host}: {first}")
+    try:
+        doc = json.loads(answer.stdout)
+        username, secret = str(doc.get("Username") or ""), str(doc.get("Secret") or "")
+    except (ValueError, AttributeError):
+        raise UsageError(f"{where} answered for {host} with something that is not its JSON") from None
+    if not secret:
+        return None
+    if username == IDENTITY_TOKEN_USER:
+        return Credentials("", "", secret)
+    return Credentials(username, secret)
 
 
 def _normalise_key(key: str) -> str:

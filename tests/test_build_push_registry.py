@@ -10,6 +10,7 @@ import subprocess
 import threading
 import time
 from pathlib import Path
+from typing import BinaryIO
 
 import pytest
 
@@ -259,12 +260,12 @@ def _slow_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failing: str | 
     monkeypatch.setattr(layers_module, "READ_SIZE", 256 * 1024)
     original = FileRange.read
 
-    def read(part: FileRange) -> bytes:
+    def read(part: FileRange, handle: BinaryIO | None = None) -> bytes:
         if part.name == failing:
             raise ModelDirError(f"cannot read {part.name}: gone")
         if part.name == "a.safetensors":
             time.sleep(0.1)
-        return original(part)
+        return original(part, handle)
 
     monkeypatch.setattr(FileRange, "read", read)
     return model

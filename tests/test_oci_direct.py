@@ -11,6 +11,7 @@ import os
 import socket
 import struct
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -18,7 +19,12 @@ import httpx
 import pytest
 
 from modelcar.oci import direct
+from modelcar.oci import upload as upload_module
+from modelcar.oci.client import RegistryClient, RegistryError
 from modelcar.oci.layers import LARGE_FILE, FileRange, ModelDirError, plan_layers, scan_model
+from modelcar.oci.upload import upload_blob
+
+from .test_oci_client import FAST, FakeRegistry
 
 Handler = Callable[[socket.socket, bytes, dict[str, str]], None]
 
@@ -147,7 +153,7 @@ def test_a_file_that_shrank_is_a_model_error_not_a_network_one(layer, tmp_path: 
 
     server = OneShotServer(handler)
     os.truncate(tmp_path / "model" / "weights.safetensors", 1000)
-    with pytest.raises(ModelDirError, match="changed size while it was being packaged"):
+    with pytest.raises(ModelDirError, match="changed while it was being packaged"):
         direct.send_patch(server.url(), {"Content-Length": str(layer.size)}, layer.parts(0), lambda data: None)
     server.join()
 
@@ -181,3 +187,100 @@ def test_only_plain_http_without_a_proxy_goes_direct(
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     assert direct.usable(httpx.URL(url)) is usable
+
+
+def test_a_registry_that_stops_reading_times_out_once(layer, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    # No second wait for an answer after the idle timeout: a stalled registry costs one timeout.
+    monkeypatch.setattr(direct, "IDLE_TIMEOUT", 0.5)
+    release = threading.Event()
+
+    def handler(conn: socket.socket, rest: bytes, headers: dict[str, str]) -> None:
+        release.wait(10)  # reads nothing more: the socket buffers fill, sendfile stalls
+
+    server = OneShotServer(handler)
+    started = time.monotonic()
+    with pytest.raises(direct.SendFailed, match="took no data"):
+        direct.send_patch(server.url(), {"Content-Length": str(layer.size)}, layer.parts(0), lambda data: None)
+    assert time.monotonic() - started < 3
+    release.set()
+    server.join()
+
+
+def test_a_file_rewritten_between_hashing_and_sending_is_an_error(layer, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    # Same size, new bytes: without the check the digest would not be that of the bytes sent.
+    weights = tmp_path / "model" / "weights.safetensors"
+
+    def handler(conn: socket.socket, rest: bytes, headers: dict[str, str]) -> None:
+        read_body(conn, rest, int(headers["content-length"]))
+
+    def rewrite_once(data: bytes) -> None:
+        if len(data) > 1 << 20 and not rewritten:
+            rewritten.append(True)
+            time.sleep(0.01)  # a later mtime, whatever the file system's clock granularity
+            with open(weights, "r+b") as handle:
+                handle.write(os.urandom(4096))
+
+    rewritten: list[bool] = []
+    server = OneShotServer(handler)
+    with pytest.raises(ModelDirError, match="changed while it was being packaged"):
+        direct.send_patch(server.url(), {"Content-Length": str(layer.size)}, layer.parts(0), rewrite_once)
+    server.join()
+
+
+def test_a_short_read_is_read_on_not_taken_for_a_change(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "f"
+    path.write_bytes(os.urandom(100_000))
+    real_pread = os.pread
+    monkeypatch.setattr(os, "pread", lambda fd, n, offset: real_pread(fd, min(n, 7_000), offset))
+    assert FileRange(path, 10, 90_000, "f").read() == path.read_bytes()[10:90_010]
+    with pytest.raises(ModelDirError, match="changed while"):
+        FileRange(path, 50_000, 60_000, "f").read()  # past the end
+
+
+def test_a_redirected_patch_goes_through_httpx_and_the_next_ones_too(layer, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    fake = FakeRegistry(auth="none")
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.scheme == "https":
+            raise httpx.ConnectError("plain http only")
+        return fake.handler(request)
+
+    client = RegistryClient("reg.test", tls_verify=False, retry=FAST, transport=httpx.MockTransport(handler))
+    client.direct_uploads = True  # as with the real transport
+    redirected: list[str] = []
+
+    def send_patch(url: httpx.URL, headers: dict[str, str], parts, feed):  # type: ignore[no-untyped-def]
+        redirected.append(str(url))
+        for part in parts:
+            feed(part if isinstance(part, bytes) else part.read())
+        return httpx.Response(307, headers={"Location": str(url)}, request=httpx.Request("PATCH", url))
+
+    monkeypatch.setattr(direct, "send_patch", send_patch)
+    expected = "sha256:" + hashlib.sha256(b"".join(layer.chunks())).hexdigest()
+    assert upload_blob(client, "first", layer) == expected
+    assert upload_blob(client, "second", layer) == expected
+    assert len(redirected) == 1 and not client.direct_uploads
+    assert fake.blobs[expected] == b"".join(layer.chunks())
+
+
+def test_a_token_server_that_fails_after_a_401_lets_the_upload_resume(layer, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    client = RegistryClient("reg.test", tls_verify=False, retry=FAST)
+
+    def challenged(url: httpx.URL, headers: dict[str, str], parts, feed):  # type: ignore[no-untyped-def]
+        return httpx.Response(401, headers={"WWW-Authenticate": 'Bearer realm="http://127.0.0.1:9/token"'})
+
+    def token_server_down(response: httpx.Response) -> None:
+        raise RegistryError("cannot reach the token server of reg.test: connection refused")
+
+    monkeypatch.setattr(direct, "send_patch", challenged)
+    monkeypatch.setattr(client, "authenticate", token_server_down)
+    monkeypatch.setattr(client, "authorization_for", lambda url: None)
+    state = upload_module._Hash(layer)
+    try:
+        with pytest.raises(upload_module.UploadInterrupted, match="token server"):
+            upload_module._patch_direct(
+                client, "http://reg.test/v2/r/blobs/uploads/u", {}, layer.parts, state, 0, layer.size, lambda n: None
+            )
+    finally:
+        state.close()
+        client.close()

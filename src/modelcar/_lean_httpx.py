@@ -2,26 +2,43 @@
 
 httpx's `__init__` imports `httpx._main` (and with it click, rich and pygments) whenever they are
 installed: about 50 ms of every command's start-up, a tenth of a short push. A placeholder
-module stands in for it until httpx is imported; its `main()` loads the real one, so
-`httpx.main` still works for anyone who calls it.
+module stands in for it until httpx is imported; its `main` loads the real module at first use
+(a call or an attribute, such as a click runner reading `main.name`) and then is the real one.
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.machinery
 import sys
 import types
 from typing import Any
 
+NAME = "httpx._main"
 
-def _real_main(*args: Any, **kwargs: Any) -> Any:
-    sys.modules.pop("httpx._main", None)
-    return importlib.import_module("httpx._main").main(*args, **kwargs)
+
+class _LazyMain:
+    def _real(self) -> Any:
+        module = sys.modules.get(NAME)
+        if module is not None and getattr(module, "main", None) is self:
+            del sys.modules[NAME]
+        real = importlib.import_module(NAME).main
+        httpx = sys.modules.get("httpx")
+        if httpx is not None and getattr(httpx, "main", None) is self:
+            httpx.main = real  # type: ignore[attr-defined]
+        return real
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._real()(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real(), name)
 
 
 def install() -> None:
-    if "httpx" in sys.modules or "httpx._main" in sys.modules:
+    if "httpx" in sys.modules or NAME in sys.modules:
         return
-    placeholder = types.ModuleType("httpx._main", "stands in for httpx's CLI until httpx.main() is called")
-    placeholder.main = _real_main  # type: ignore[attr-defined]
-    sys.modules["httpx._main"] = placeholder
+    placeholder = types.ModuleType(NAME, "stands in for httpx's CLI until httpx.main is used")
+    placeholder.__spec__ = importlib.machinery.ModuleSpec(NAME, None)
+    placeholder.main = _LazyMain()  # type: ignore[attr-defined]
+    sys.modules[NAME] = placeholder

@@ -72,7 +72,9 @@ class RegistryClient:
         self._auth_scopes: frozenset[str] = frozenset()
         self._challenge: Challenge | None = None
         self._creds_cache: dict[str, Credentials | None] = {}
-        self.own_transport = transport is None  # False in tests that hand in a mock transport
+        # PATCH bodies by sendfile on plain http (oci/direct.py): not with a test's mock transport,
+        # and no more once the registry has redirected one (httpx follows redirects).
+        self.direct_uploads = transport is None
         verify = ssl_context(tls_verify, ca_bundle)
         limits = httpx.Limits(max_connections=32, max_keepalive_connections=16)
         self._http = httpx.Client(

@@ -5,8 +5,9 @@ writes and once more into the socket. Here the bytes of a file range are read on
 sha256 (`feed`), and the kernel sends them from the page cache: on a 2-core machine that is
 about a quarter of the client's CPU, which the registry needs for its own hashing.
 
-Only for http:// upload URLs with no HTTP proxy set in the environment: TLS, proxies and
-redirects stay with httpx (upload.py falls back to it when this returns a redirect).
+Only for http:// upload URLs with no proxy for http configured (the environment, or the system
+settings urllib reads, as httpx does): TLS, proxies and redirects stay with httpx (upload.py
+falls back to it when this returns a redirect).
 """
 
 from __future__ import annotations
@@ -14,16 +15,17 @@ from __future__ import annotations
 import http.client
 import os
 import socket
+import urllib.request
 from collections.abc import Callable, Iterable
 
 import httpx
 
-from .layers import FileRange, ModelDirError, Part
+from .layers import FileRange, Part
 
 CONNECT_TIMEOUT = 30.0
 IDLE_TIMEOUT = 300.0  # like httpx's read/write timeouts: no progress for this long
+ANSWER_TIMEOUT = 10.0  # for the answer of a registry that broke the connection while we sent
 FLUSH_SIZE = 64 << 10
-_PROXY_VARIABLES = ("http_proxy", "all_proxy")
 
 
 class SendFailed(Exception):
@@ -31,10 +33,11 @@ class SendFailed(Exception):
 
 
 def usable(url: httpx.URL) -> bool:
-    """Plain http, and no proxy variable that httpx would route the request through."""
+    """Plain http, and no proxy that httpx could route the request through (NO_PROXY aside)."""
     if url.scheme != "http":
         return False
-    return not any(os.environ.get(name) or os.environ.get(name.upper()) for name in _PROXY_VARIABLES)
+    proxies = urllib.request.getproxies()
+    return not (proxies.get("http") or proxies.get("all"))
 
 
 def send_patch(
@@ -48,6 +51,7 @@ def send_patch(
     The answer comes back as an httpx.Response, so the caller treats it like any other.
     Errors of the model files (ModelDirError) and of `feed` go up as they are.
     """
+    where = f"{url.host}:{url.port or 80}"
     connection = http.client.HTTPConnection(url.host, url.port or 80, timeout=CONNECT_TIMEOUT)
     try:
         try:
@@ -60,18 +64,21 @@ def send_patch(
                 connection.putheader(name, value)
             connection.endheaders()
         except (OSError, http.client.HTTPException) as exc:
-            raise SendFailed(f"cannot send to {url.host}:{url.port}: {exc}") from None
+            raise SendFailed(f"cannot send to {where}: {exc}") from None
         try:
             _send_body(sock, parts, feed)
+        except TimeoutError:
+            raise SendFailed(f"{where} took no data for {IDLE_TIMEOUT:g} s") from None
         except (OSError, http.client.HTTPException) as exc:
             # The registry may have answered (and closed) before reading everything: use its answer.
+            sock.settimeout(ANSWER_TIMEOUT)
             answer = _answer(connection, url)
             if answer is not None:
                 return answer
-            raise SendFailed(f"the connection to {url.host}:{url.port} broke while sending: {exc}") from None
+            raise SendFailed(f"the connection to {where} broke while sending: {exc}") from None
         answer = _answer(connection, url)
         if answer is None:
-            raise SendFailed(f"{url.host}:{url.port} closed the connection without an answer")
+            raise SendFailed(f"{where} closed the connection, or sent no answer for {IDLE_TIMEOUT:g} s")
         return answer
     finally:
         connection.close()
@@ -87,24 +94,23 @@ def _send_body(sock: socket.socket, parts: Iterable[Part], feed: Callable[[bytes
                 sock.sendall(pending)
                 pending.clear()
             continue
-        data = part.read()
-        feed(data)
         if pending:
             sock.sendall(pending)
             pending.clear()
-        _send_range(sock, part)
+        _send_range(sock, part, feed)
     if pending:
         sock.sendall(pending)
 
 
-def _send_range(sock: socket.socket, part: FileRange) -> None:
-    try:
-        handle = open(part.path, "rb")  # noqa: SIM115
-    except OSError as exc:
-        raise ModelDirError(f"cannot read {part.path}: {exc.strerror}") from None
-    with handle:
+def _send_range(sock: socket.socket, part: FileRange, feed: Callable[[bytes], None]) -> None:
+    """Reads the range for `feed`, then sends it from the same open file; a file changed meanwhile
+    (size or mtime) is an error, so the digest is always that of the bytes sent."""
+    with part.open() as handle:
+        before = os.fstat(handle.fileno())
+        feed(part.read(handle))
         sent = sock.sendfile(handle, part.start, part.length)
-    if sent != part.length:
+        after = os.fstat(handle.fileno())
+    if sent != part.length or (before.st_size, before.st_mtime_ns) != (after.st_size, after.st_mtime_ns):
         raise part.changed()
 
 

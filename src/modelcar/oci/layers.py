@@ -18,6 +18,7 @@ import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+from typing import BinaryIO
 
 from ..errors import ModelcarError
 from ..files import UnsafeSymlink, check_symlink
@@ -219,18 +220,30 @@ class FileRange:
     length: int
     name: str  # inside the model directory, for messages
 
-    def read(self) -> bytes:
+    def open(self) -> BinaryIO:
         try:
-            with open(self.path, "rb", buffering=0) as handle:
-                data = os.pread(handle.fileno(), self.length, self.start)
+            return open(self.path, "rb", buffering=0)  # the caller closes it
         except OSError as exc:
             raise ModelDirError(f"cannot read {self.path}: {exc.strerror}") from None
-        if len(data) != self.length:
-            raise self.changed()
+
+    def read(self, handle: BinaryIO | None = None) -> bytes:
+        """The range's bytes, from `handle` when given (an open file of `path`)."""
+        if handle is None:
+            with self.open() as own:
+                return self.read(own)
+        try:
+            data = os.pread(handle.fileno(), self.length, self.start)
+            while len(data) < self.length:  # a short read (NFS, FUSE, a signal): read on
+                more = os.pread(handle.fileno(), self.length - len(data), self.start + len(data))
+                if not more:
+                    raise self.changed()
+                data += more
+        except OSError as exc:
+            raise ModelDirError(f"cannot read {self.path}: {exc.strerror}") from None
         return data
 
     def changed(self) -> ModelDirError:
-        return ModelDirError(f"{self.path} changed size while it was being packaged; run build-and-push again")
+        return ModelDirError(f"{self.path} changed while it was being packaged; run build-and-push again")
 
 
 Part = bytes | FileRange

@@ -244,7 +244,7 @@ def _patch(
     if chunked or offset:
         headers["Content-Range"] = f"{offset}-{offset + length - 1}"
     parts = getattr(source, "parts", None)
-    if parts is not None and client.own_transport and direct.usable(httpx.URL(location)):
+    if parts is not None and client.direct_uploads and direct.usable(httpx.URL(location)):
         response = _patch_direct(client, location, headers, parts, state, offset, length, advance)
         if response is not None:
             return _location(client, response)
@@ -295,9 +295,13 @@ def _patch_direct(
         if response.status_code in (202, 204):
             return response
         if response.is_redirect:
+            client.direct_uploads = False  # this registry redirects uploads: httpx from now on
             return None
         if response.status_code == 401 and attempt == 0:
-            client.authenticate(response)
+            try:
+                client.authenticate(response)
+            except RegistryError as exc:  # a token server that blips: resume, as on the httpx path
+                raise _interrupted(exc) from None
             continue
         raise _interrupted(client.error_for("PATCH", location, response))
     raise AssertionError("unreachable")  # pragma: no cover

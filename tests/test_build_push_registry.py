@@ -9,6 +9,7 @@ import signal
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
@@ -24,6 +25,7 @@ from modelcar.oci.reference import parse_reference
 from modelcar.oci.store import ClientOptions
 
 from .helpers.common import REPO_ROOT, run_cli
+from .helpers.fault_proxy import HttpFaultProxy, ProxyRequest, Stall
 from .helpers.image_check import assert_models_equal, build_push_args, unpack
 from .helpers.oci_registry import Registry
 
@@ -302,3 +304,61 @@ def test_an_interrupt_stops_the_running_uploads(
     finally:
         ctrl_c.cancel()
     assert time.monotonic() - started < 2.5
+
+
+def test_model_layers_upload_while_the_base_is_still_being_read(
+    oci_registry: Registry, busybox_layout: Path, tmp_path: Path
+) -> None:
+    # A base on a slow registry (the default base is on registry.access.redhat.com) does not hold
+    # the model back: the base's manifest is stalled until the model's first upload has started.
+    subprocess.run(
+        [
+            "skopeo",
+            "copy",
+            "--quiet",
+            "--dest-tls-verify=false",
+            f"oci:{busybox_layout}:latest",
+            f"docker://{oci_registry.host}/base/slow:1",
+        ],
+        check=True,
+        capture_output=True,
+    )
+
+    def uploads_started() -> bool:
+        return any(m == "POST" and p.startswith("/v2/it/early/blobs/uploads") for m, p in oci_registry.requests())
+
+    def decide(request: ProxyRequest) -> Stall | None:
+        return Stall() if request.kind == "GET manifest" and request.number == 1 else None
+
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "weights.safetensors").write_bytes(os.urandom(17 << 20))
+    seen: dict[str, bool] = {}
+    with HttpFaultProxy(oci_registry.host, decide) as proxy:
+
+        def release_once_uploading() -> None:
+            seen["uploading before the base was read"] = _wait(uploads_started, 20)
+            proxy.release()
+
+        releaser = threading.Thread(target=release_once_uploading, daemon=True)
+        releaser.start()
+        build_and_push(
+            model,
+            parse_reference(f"{oci_registry.host}/it/early:1"),
+            parse_reference(f"{proxy.host}/base/slow:1"),
+            ClientOptions(tls_verify=False),
+            {},
+            DigestCache(None),
+        )
+        releaser.join(30)
+    assert proxy.injected("GET manifest"), "the base's manifest was not stalled"
+    assert seen == {"uploading before the base was read": True}
+
+
+def _wait(condition: Callable[[], bool], seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.02)
+    return False

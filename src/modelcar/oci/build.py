@@ -1,9 +1,9 @@
 """Builds a ModelCar on a base image and writes it to a registry or a layout, in one pass.
 
-1. The base's manifest (or index: every platform) and configs are read.
-2. Model layers stream from the model directory to the destination, several at once, each hashed
+1. Model layers stream from the model directory to the destination, several at once, each hashed
    on the way; a layer whose digest is remembered and that the destination has is not read.
    The first failure (or Ctrl-C) is reported at once and stops the other transfers at their next chunk.
+2. Meanwhile the base's manifest (or index: every platform) and configs are read.
 3. Base layers the destination lacks are mounted (same registry) or copied.
 4. Configs, manifests (and the index) are written; the tag goes last.
 """
@@ -98,13 +98,14 @@ def build_and_push(
     try:
         dest = open_store(destination, clients)
         origin = open_store(base, clients) if base is not None else None
-        platforms, base_digest = _read_base(origin)
         pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="modelcar-push")
         abort = threading.Event()  # set on the first failure (or Ctrl-C): running transfers stop at their next chunk
         try:
-            # Largest first, so the last layer to finish is a small one.
+            # Largest first, so the last layer to finish is a small one. The model layers do not
+            # depend on the base: they start while its manifest and configs are read.
             order = sorted(range(len(plans)), key=lambda i: -plans[i].size)
             jobs = {i: pool.submit(_push_layer, dest, plans[i], cache, progress, abort) for i in order}
+            platforms, base_digest = _read_base(origin)
             base_layers = {d.digest: d for p in platforms for d in p.layers}
             base_jobs = [pool.submit(_ensure_base_layer, dest, origin, d, abort) for d in base_layers.values()]
             _raise_first_error([*jobs.values(), *base_jobs])

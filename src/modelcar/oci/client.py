@@ -68,6 +68,7 @@ class RegistryClient:
         self._scopes: set[str] = set()
         self._lock = threading.Lock()
         self._ping_lock = threading.Lock()
+        self._creds_lock = threading.Lock()
         self._auth_header: str | None = None
         self._auth_scopes: frozenset[str] = frozenset()
         self._challenge: Challenge | None = None
@@ -101,11 +102,12 @@ class RegistryClient:
             scopes = list(self._scopes)
             pushing = sorted(s.split(":")[1] for s in scopes if s.endswith("push"))
             key = (pushing or sorted(s.split(":")[1] for s in scopes) or [""])[0]
-            if key in self._creds_cache:
-                return self._creds_cache[key]
-        creds = find_credentials(self.registry, key, self.authfile)  # file reads: outside the lock
-        with self._lock:
-            return self._creds_cache.setdefault(key, creds)
+        # One lookup at a time (not under _lock: it reads files and may run a credential helper,
+        # which may ask the user): threads challenged together get the first one's answer.
+        with self._creds_lock:
+            if key not in self._creds_cache:
+                self._creds_cache[key] = find_credentials(self.registry, key, self.authfile)
+            return self._creds_cache[key]
 
     def authenticate(self, response: httpx.Response) -> None:
         """Answers the 401's challenge; raises when there is nothing better to send."""

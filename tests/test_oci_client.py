@@ -6,8 +6,10 @@ import base64
 import hashlib
 import json
 import os
+import threading
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -171,6 +173,33 @@ def test_bearer_flow_and_one_streamed_patch(tmp_path: Path) -> None:
     assert [m for m, _, _ in fake.log].count("PATCH") == 1
     token_requests = [entry for entry in fake.log if entry[1] == "/token"]
     assert len(token_requests) == 1
+
+
+def test_threads_challenged_together_fetch_one_token(tmp_path: Path) -> None:
+    # Four layers start at once and all get a 401: one token request, the others use its answer.
+    fake = FakeRegistry()
+    slow_token = threading.Event()
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.host == "auth.test":
+            slow_token.wait(0.3)  # long enough for every thread to have its 401
+        return fake.handler(request)
+
+    authfile = tmp_path / "auth.json"
+    authfile.write_text(
+        json.dumps({"auths": {"reg.test": {"auth": base64.b64encode(b"me:" + PASSWORD.encode()).decode()}}})
+    )
+    client = RegistryClient("reg.test", authfile=authfile, retry=FAST, transport=httpx.MockTransport(handler))
+    client.want("r", "pull")
+    client.scheme = "https"
+    try:
+        with ThreadPoolExecutor(4) as pool:
+            answers = list(pool.map(lambda i: client.has_blob("r", _digest(bytes([i]))), range(4)))
+    finally:
+        client.close()
+    assert answers == [False] * 4
+    assert len([entry for entry in fake.log if entry[1] == "/token"]) == 1
+    assert len([entry for entry in fake.log if entry[0] == "HEAD" and entry[2] is None]) == 4  # all challenged
 
 
 def test_basic_flow(tmp_path: Path) -> None:

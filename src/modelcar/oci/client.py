@@ -69,6 +69,7 @@ class RegistryClient:
         self._lock = threading.Lock()
         self._ping_lock = threading.Lock()
         self._creds_lock = threading.Lock()
+        self._auth_lock = threading.Lock()
         self._auth_header: str | None = None
         self._auth_scopes: frozenset[str] = frozenset()
         self._challenge: Challenge | None = None
@@ -116,11 +117,21 @@ class RegistryClient:
             raise RegistryError(
                 f"registry {self.registry} refused access (HTTP 401) without a Basic or Bearer challenge", 401
             )
+        try:
+            sent = response.request.headers.get("Authorization")
+        except RuntimeError:  # a response built without its request
+            sent = None
+        with self._auth_lock:  # threads challenged together: one fetches, the others use its answer
+            with self._lock:
+                scopes = frozenset(self._scopes)
+                if challenge.params.get("scope"):
+                    scopes = scopes | set(challenge.params["scope"].split())
+                if self._auth_header is not None and self._auth_header != sent and scopes <= self._auth_scopes:
+                    return  # answered by another thread since this request was sent
+            self._answer_challenge(challenge, scopes)
+
+    def _answer_challenge(self, challenge: Challenge, scopes: frozenset[str]) -> None:
         creds = self._credentials()
-        with self._lock:
-            scopes = frozenset(self._scopes)
-            if challenge.params.get("scope"):
-                scopes = scopes | set(challenge.params["scope"].split())
         if challenge.scheme == "basic":
             if creds is None:
                 raise self._denied(401, "no credentials for it were found")

@@ -72,11 +72,11 @@ def send_patch(
         except (OSError, http.client.HTTPException) as exc:
             # The registry may have answered (and closed) before reading everything: use its answer.
             sock.settimeout(ANSWER_TIMEOUT)
-            answer = _answer(connection, url)
+            answer = _answer(connection, url, headers)
             if answer is not None:
                 return answer
             raise SendFailed(f"the connection to {where} broke while sending: {exc}") from None
-        answer = _answer(connection, url)
+        answer = _answer(connection, url, headers)
         if answer is None:
             raise SendFailed(f"{where} closed the connection, or sent no answer for {IDLE_TIMEOUT:g} s")
         return answer
@@ -114,7 +114,7 @@ def _send_range(sock: socket.socket, part: FileRange, feed: Callable[[bytes], No
         raise part.changed()
 
 
-def _answer(connection: http.client.HTTPConnection, url: httpx.URL) -> httpx.Response | None:
+def _answer(connection: http.client.HTTPConnection, url: httpx.URL, headers: dict[str, str]) -> httpx.Response | None:
     try:
         answer = connection.getresponse()
         content = answer.read()
@@ -124,5 +124,5 @@ def _answer(connection: http.client.HTTPConnection, url: httpx.URL) -> httpx.Res
         answer.status,
         headers=answer.getheaders(),
         content=content,
-        request=httpx.Request("PATCH", url),
+        request=httpx.Request("PATCH", url, headers=headers),  # what was sent, for authenticate()
     )

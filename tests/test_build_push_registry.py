@@ -9,7 +9,6 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
@@ -24,7 +23,7 @@ from modelcar.oci.layout import Layout
 from modelcar.oci.reference import parse_reference
 from modelcar.oci.store import ClientOptions
 
-from .helpers.common import REPO_ROOT, run_cli
+from .helpers.common import REPO_ROOT, run_cli, wait_for
 from .helpers.fault_proxy import HttpFaultProxy, ProxyRequest, Stall
 from .helpers.image_check import assert_models_equal, build_push_args, unpack
 from .helpers.oci_registry import Registry
@@ -337,7 +336,7 @@ def test_model_layers_upload_while_the_base_is_still_being_read(
     with HttpFaultProxy(oci_registry.host, decide) as proxy:
 
         def release_once_uploading() -> None:
-            seen["uploading before the base was read"] = _wait(uploads_started, 20)
+            seen["uploading before the base was read"] = wait_for(uploads_started, 20)
             proxy.release()
 
         releaser = threading.Thread(target=release_once_uploading, daemon=True)
@@ -353,12 +352,3 @@ def test_model_layers_upload_while_the_base_is_still_being_read(
         releaser.join(30)
     assert proxy.injected("GET manifest"), "the base's manifest was not stalled"
     assert seen == {"uploading before the base was read": True}
-
-
-def _wait(condition: Callable[[], bool], seconds: float) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.02)
-    return False

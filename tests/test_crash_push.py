@@ -17,7 +17,7 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,7 @@ import pytest
 
 from modelcar.oci.layout import Layout
 
-from .helpers.common import run_cli
+from .helpers.common import run_cli, wait_for
 from .helpers.fault_proxy import Action, HttpFaultProxy, ProxyRequest, Stall
 from .helpers.image_check import (
     MIB,
@@ -109,15 +109,6 @@ def kill(proc: subprocess.Popen[bytes], log: Path) -> bool:
     proc.wait(30)
     captured_output.append(log.read_text(errors="replace"))
     return proc.returncode == -signal.SIGKILL
-
-
-def wait_for(condition: Callable[[], bool], seconds: float = 30) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.01)
-    return False
 
 
 def rerun(command: list[str], workspace: Path) -> dict[str, Any]:

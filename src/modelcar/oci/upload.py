@@ -18,7 +18,7 @@ import queue
 import re
 import threading
 from collections.abc import Callable, Iterator
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import httpx
 
@@ -26,6 +26,7 @@ from . import direct
 from .client import USER_AGENT, InsecureLocation, RegistryClient, RegistryError
 from .layers import Part
 
+P = TypeVar("P", bytes, Part)
 CHECKPOINT = 64 << 20
 CHUNK = 32 << 20
 MAX_RESTARTS = 5
@@ -289,7 +290,7 @@ def _patch_direct(
         if auth:
             sent["Authorization"] = auth
         try:
-            response = direct.send_patch(url, sent, _limited_parts(parts(offset), length), feed)
+            response = direct.send_patch(url, sent, _limited(parts(offset), length), feed)
         except direct.SendFailed as exc:
             raise UploadInterrupted(f"PATCH {client.show(location)} failed: {exc}") from None
         if response.status_code in (202, 204):
@@ -362,23 +363,14 @@ def upload_bytes(client: RegistryClient, repository: str, data: bytes, digest: s
     )
 
 
-def _limited_parts(parts: Iterator[Part], length: int) -> Iterator[Part]:
-    for part in parts:
-        if length <= 0:
-            return
-        size = len(part) if isinstance(part, bytes) else part.length
-        if size > length:
-            part = part[:length] if isinstance(part, bytes) else dataclasses.replace(part, length=length)
-        length -= size
-        yield part
-
-
-def _limited(chunks: Iterator[bytes], length: int) -> Iterator[bytes]:
+def _limited(parts: Iterator[P], length: int) -> Iterator[P]:
+    """The first `length` bytes of a stream of chunks or parts; nothing is pulled past them."""
     if length <= 0:
         return
-    for chunk in chunks:
-        if len(chunk) >= length:
-            yield chunk[:length]
+    for part in parts:
+        size = len(part) if isinstance(part, bytes) else part.length
+        if size >= length:
+            yield part[:length] if isinstance(part, bytes) else dataclasses.replace(part, length=length)
             return
-        length -= len(chunk)
-        yield chunk
+        length -= size
+        yield part

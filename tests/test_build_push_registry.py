@@ -26,7 +26,7 @@ from modelcar.oci.store import ClientOptions
 from .helpers.common import REPO_ROOT, run_cli, wait_for
 from .helpers.fault_proxy import HttpFaultProxy, ProxyRequest, Stall
 from .helpers.image_check import assert_models_equal, build_push_args, unpack
-from .helpers.oci_registry import Registry
+from .helpers.oci_registry import Registry, push_layout
 
 pytestmark = pytest.mark.skipif(
     not (shutil.which("skopeo") and shutil.which("umoci")), reason="skopeo and umoci are needed (make install-test)"
@@ -130,10 +130,7 @@ def test_layout_destination_matches_the_registry_image(
 
 def test_base_in_the_same_registry_is_mounted(oci_registry: Registry, busybox_layout: Path, tmp_path: Path) -> None:
     base = f"{oci_registry.host}/base/busybox:1"
-    subprocess.run(
-        ["skopeo", "copy", "--quiet", "--dest-tls-verify=false", f"oci:{busybox_layout}:latest", f"docker://{base}"],
-        check=True,
-    )
+    push_layout(busybox_layout, base)
     workspace = make_workspace(tmp_path)
     image = build_push(workspace, f"{oci_registry.host}/it/mounted:1", base)
     assert any(m == "POST" and "mount=" in uri and "from=base" in uri for m, uri in oci_registry.requests())
@@ -310,18 +307,7 @@ def test_model_layers_upload_while_the_base_is_still_being_read(
 ) -> None:
     # A base on a slow registry (the default base is on registry.access.redhat.com) does not hold
     # the model back: the base's manifest is stalled until the model's first upload has started.
-    subprocess.run(
-        [
-            "skopeo",
-            "copy",
-            "--quiet",
-            "--dest-tls-verify=false",
-            f"oci:{busybox_layout}:latest",
-            f"docker://{oci_registry.host}/base/slow:1",
-        ],
-        check=True,
-        capture_output=True,
-    )
+    push_layout(busybox_layout, f"{oci_registry.host}/base/slow:1")
 
     def uploads_started() -> bool:
         return any(m == "POST" and p.startswith("/v2/it/early/blobs/uploads") for m, p in oci_registry.requests())

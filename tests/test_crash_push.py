@@ -41,7 +41,7 @@ from .helpers.image_check import (
     unpack_layout_and_compare,
     write_fault_model,
 )
-from .helpers.oci_registry import Registry
+from .helpers.oci_registry import Registry, push_layout
 from .helpers.secrets import captured_output
 
 pytestmark = pytest.mark.skipif(
@@ -58,18 +58,7 @@ def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def registry_base(oci_registry: Registry, busybox_layout: Path) -> str:
     """The busybox base in the registry, as crash/base:1 (a base modelcar has to download)."""
-    subprocess.run(
-        [
-            "skopeo",
-            "copy",
-            "--quiet",
-            "--dest-tls-verify=false",
-            f"oci:{busybox_layout}:latest",
-            f"docker://{oci_registry.host}/crash/base:1",
-        ],
-        check=True,
-        capture_output=True,
-    )
+    push_layout(busybox_layout, f"{oci_registry.host}/crash/base:1")
     return "crash/base:1"
 
 

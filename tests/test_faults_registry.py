@@ -19,7 +19,6 @@ from __future__ import annotations
 import base64
 import json
 import shutil
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -48,7 +47,7 @@ from .helpers.image_check import (
     unpack_layout_and_compare,
     write_fault_model,
 )
-from .helpers.oci_registry import Registry, start_registry, stop_registry
+from .helpers.oci_registry import Registry, push_layout, start_registry, stop_registry
 from .helpers.secrets import REGISTRY_PASSWORD, leaks
 
 pytestmark = pytest.mark.skipif(
@@ -211,20 +210,7 @@ def auth_registry(tmp_path_factory: pytest.TempPathFactory, busybox_layout: Path
     registry = start_registry(root, {"htpasswd": {"realm": "modelcar-test", "path": str(root / "htpasswd")}})
     try:
         authfile = write_authfile(root / "skopeo-auth.json", [registry.host])
-        subprocess.run(
-            [
-                "skopeo",
-                "copy",
-                "--quiet",
-                "--dest-tls-verify=false",
-                "--dest-authfile",
-                str(authfile),
-                f"oci:{busybox_layout}:latest",
-                f"docker://{registry.host}/base/busybox:1",
-            ],
-            check=True,
-            capture_output=True,
-        )
+        push_layout(busybox_layout, f"{registry.host}/base/busybox:1", authfile)
         yield registry
     finally:
         stop_registry(registry)

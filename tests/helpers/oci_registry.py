@@ -185,3 +185,21 @@ def busybox_layout(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if not BUSYBOX.is_file():
         pytest.skip("busybox-static is not installed (make install-test)")
     return make_busybox_layout(tmp_path_factory.mktemp("busybox") / "layout")
+
+
+def push_layout(layout: Path, destination: str, authfile: Path | None = None) -> None:
+    """Copies the layout's `latest` to `destination` (host/repo:tag, plain http) with skopeo."""
+    auth = ["--dest-authfile", str(authfile)] if authfile is not None else []
+    subprocess.run(
+        [
+            "skopeo",
+            "copy",
+            "--quiet",
+            "--dest-tls-verify=false",
+            *auth,
+            f"oci:{layout}:latest",
+            f"docker://{destination}",
+        ],
+        check=True,
+        capture_output=True,
+    )

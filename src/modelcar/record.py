@@ -6,13 +6,13 @@ another stage's internals.
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
 
 from . import __version__, atomic
 from .errors import UsageError
+from .jsonfile import read_object
 
 RECORD_VERSION = 1
 
@@ -36,12 +36,7 @@ class RunRecord:
         """Reads run.json, or starts a new record when it is missing."""
         if not path.exists():
             return cls(path, {"version": RECORD_VERSION, "modelcar": __version__, "stages": {}})
-        try:
-            data = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise UsageError(f"cannot read the run record {path}: {exc}; delete it or run cleanup") from None
-        if not isinstance(data, dict):
-            raise UsageError(f"the run record {path} is not a JSON object; delete it or run cleanup")
+        data = read_object(path, lambda message: UsageError(f"{message}; delete it or run cleanup"), "the run record")
         data.setdefault("stages", {})
         return cls(path, data)
 

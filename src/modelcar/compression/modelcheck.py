@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from ..errors import ParameterError, UsageError
 from ..files import walk_files
+from ..jsonfile import read_object
 from .settings import Settings
 
 COMPRESSED_TENSORS = "compressed-tensors"
@@ -34,13 +34,7 @@ def read_config(model_dir: Path) -> dict[str, Any]:
             f"{model_dir} has no config.json, so it is not a transformers model; compress-model "
             "needs a model downloaded by download-model (or your own files in that layout)"
         )
-    try:
-        config = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise ModelNotFound(f"cannot read {path}: {exc}") from None
-    if not isinstance(config, dict):
-        raise ModelNotFound(f"{path} is not a JSON object")
-    return config
+    return read_object(path, ModelNotFound)
 
 
 def quantization_method(config: dict[str, Any]) -> str | None:

@@ -19,6 +19,7 @@ from typing import Any
 
 from .. import atomic
 from ..errors import ModelcarError
+from ..jsonfile import read_object
 from .image import OCI_INDEX, Descriptor, media_type_of
 
 REF_NAME = "org.opencontainers.image.ref.name"
@@ -49,13 +50,7 @@ class Layout:
         index_path = self.path / "index.json"
         if not index_path.is_file():
             raise LayoutError(f"{self.path} is not an OCI image layout (no index.json); check the oci: path")
-        try:
-            index = json.loads(index_path.read_text())
-        except (OSError, ValueError) as exc:
-            raise LayoutError(f"cannot read {index_path}: {exc}") from None
-        if not isinstance(index, dict):
-            raise LayoutError(f"{index_path} is not a JSON object")
-        return index
+        return read_object(index_path, LayoutError)
 
     def resolve(self, tag: str | None, digest: str | None = None) -> Descriptor:
         """The descriptor of the image tagged `tag` (or with `digest`; or the only one)."""

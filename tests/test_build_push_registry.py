@@ -25,12 +25,10 @@ from modelcar.oci.store import ClientOptions
 
 from .helpers.common import REPO_ROOT, run_cli, wait_for
 from .helpers.fault_proxy import HttpFaultProxy, ProxyRequest, Stall
-from .helpers.image_check import assert_models_equal, build_push_args, unpack
+from .helpers.image_check import NEEDS_SKOPEO_UMOCI, assert_models_equal, build_push_args, unpack
 from .helpers.oci_registry import Registry, push_layout
 
-pytestmark = pytest.mark.skipif(
-    not (shutil.which("skopeo") and shutil.which("umoci")), reason="skopeo and umoci are needed (make install-test)"
-)
+pytestmark = NEEDS_SKOPEO_UMOCI
 MIB = 1 << 20
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import threading
@@ -30,6 +29,7 @@ from .helpers.common import run_cli, wait_for
 from .helpers.fault_proxy import Action, HttpFaultProxy, ProxyRequest, Stall
 from .helpers.image_check import (
     MIB,
+    NEEDS_SKOPEO_UMOCI,
     assert_layout_intact,
     build_push_args,
     build_push_command,
@@ -44,9 +44,7 @@ from .helpers.image_check import (
 from .helpers.oci_registry import Registry, push_layout
 from .helpers.secrets import captured_output
 
-pytestmark = pytest.mark.skipif(
-    not (shutil.which("skopeo") and shutil.which("umoci")), reason="skopeo and umoci are needed (make install-test)"
-)
+pytestmark = NEEDS_SKOPEO_UMOCI
 MANIFEST_ACCEPT = "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json"
 
 

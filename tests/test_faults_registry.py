@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import base64
 import json
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -39,6 +38,7 @@ from .helpers.fault_proxy import (
 )
 from .helpers.image_check import (
     MIB,
+    NEEDS_SKOPEO_UMOCI,
     build_push_args,
     fault_env,
     image_record,
@@ -50,9 +50,7 @@ from .helpers.image_check import (
 from .helpers.oci_registry import Registry, push_layout, start_registry, stop_registry
 from .helpers.secrets import REGISTRY_PASSWORD, leaks
 
-pytestmark = pytest.mark.skipif(
-    not (shutil.which("skopeo") and shutil.which("umoci")), reason="skopeo and umoci are needed (make install-test)"
-)
+pytestmark = NEEDS_SKOPEO_UMOCI
 USER = "modelcar"
 
 

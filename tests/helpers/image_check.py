@@ -10,11 +10,17 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from modelcar.files import sha256_file
 
 from .common import MODELCAR, clean_env
 
 MIB = 1 << 20
+# The mark of test modules that read images back with skopeo and umoci (Debian packages).
+NEEDS_SKOPEO_UMOCI = pytest.mark.skipif(
+    not (shutil.which("skopeo") and shutil.which("umoci")), reason="skopeo and umoci are needed (make install-test)"
+)
 # Fast retries: the faults are many, the waits should not be (Retry-After is still honoured).
 FAST_RETRY = {"MODELCAR_HTTP_RETRIES": "10", "MODELCAR_HTTP_BACKOFF": "0.02"}
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -67,7 +68,9 @@ def test_push_reads_back_intact_on_the_busybox_base(
     assert image["pinned"] == f"{oci_registry.host}/it/model@{image['digest']}"
     assert image["media_type"] == OCI_MANIFEST
     assert [layer["title"] for layer in image["layers"]] == [
-        "small files",
+        "links and empty directories",
+        "config.json",
+        "sub/config.json",
         "model-00001-of-00002.safetensors",
         "model-00002-of-00002.safetensors",
         "README.md",
@@ -88,6 +91,20 @@ def test_push_reads_back_intact_on_the_busybox_base(
     assert manifest["annotations"]["org.opencontainers.image.revision"] == "abc123"
     assert manifest["annotations"]["io.modelcar.source"] == "huggingface:org/tiny"
     assert all(layer["mediaType"] == "application/vnd.oci.image.layer.v1.tar" for layer in manifest["layers"])
+    # olot's per-file annotations, the file's own sha256 (what model signing and Konflux read).
+    annotated = {
+        a["olot.layer.content.inlayerpath"]: a
+        for a in (layer.get("annotations", {}) for layer in manifest["layers"])
+        if a.get("olot.layer.content.type") == "file"
+    }
+    model = workspace / "model"
+    files = sorted(p.relative_to(model).as_posix() for p in model.rglob("*") if p.is_file() and not p.is_symlink())
+    assert sorted(annotated) == [f"/models/{name}" for name in files]
+    for name in files:
+        assert annotated[f"/models/{name}"]["olot.layer.content.digest"] == (
+            "sha256:" + hashlib.sha256((model / name).read_bytes()).hexdigest()
+        )
+        assert annotated[f"/models/{name}"]["olot.layer.content.name"] == name.rsplit("/", 1)[-1]
 
 
 def test_second_push_sends_no_layer_and_the_digest_is_stable(

@@ -33,13 +33,72 @@ def _model(tmp_path: Path) -> Path:
     return model
 
 
-def test_layering_small_files_together_large_alone_card_last(tmp_path: Path) -> None:
+def test_layering_one_layer_per_file_links_first_card_last(tmp_path: Path) -> None:
     plans = plan_layers(scan_model(_model(tmp_path)))
     titles = [p.title for p in plans]
-    assert titles == ["small files", "shard-1.safetensors", "shard-2.safetensors", "README.md"]
-    small = {e.name for e in plans[0].files}
-    assert {"config.json", "sub/config.json", "sub/deep/t.txt", "alias.json"} <= small
-    assert [e.name for e in plans[3].files] == ["README.md"]
+    unicode_name = "ünïcode-" + "n" * 120 + ".json"
+    assert titles == [
+        "links and empty directories",
+        "config.json",
+        "sub/config.json",
+        "sub/deep/t.txt",
+        unicode_name,
+        "shard-1.safetensors",
+        "shard-2.safetensors",
+        "README.md",
+    ]
+    assert {e.name for e in plans[0].files} == {"alias.json"}
+    assert "empty" in {e.name for e in plans[0].entries}
+    assert [e.name for e in plans[-1].files] == ["README.md"]
+    assert all(p.content == "file" and [e.name for e in p.files] == [p.content_path] for p in plans[1:])
+
+
+def test_many_files_share_directory_layers_by_top_level_directory(tmp_path: Path) -> None:
+    plans = plan_layers(scan_model(_model(tmp_path)), max_file_layers=3)
+    titles = [p.title for p in plans]
+    assert titles == ["small files", "sub/", "shard-1.safetensors", "shard-2.safetensors", "README.md"]
+    top, sub = plans[0], plans[1]
+    assert (top.content, top.content_path) == ("directory", "")
+    assert {e.name for e in top.files} >= {"config.json", "alias.json"}
+    assert "empty" in {e.name for e in top.entries}
+    assert (sub.content, sub.content_path) == ("directory", "sub")
+    assert {e.name for e in sub.files} == {"sub/config.json", "sub/deep/t.txt"}
+    assert sub.annotations() == {
+        "olot.layer.content.type": "directory",
+        "olot.layer.content.inlayerpath": "/models/sub",
+        "olot.layer.content.name": "sub",
+    }
+    assert top.annotations()["olot.layer.content.inlayerpath"] == "/models"
+
+
+def test_file_annotations_carry_the_files_own_sha256_hashed_while_streaming(tmp_path: Path) -> None:
+    model = _model(tmp_path)
+    for plan in plan_layers(scan_model(model)):
+        data = _stream_bytes(plan)
+        assert len(data) == plan.size
+        assert plan.missing_digests() == []
+        if not plan.content:
+            assert plan.annotations() == {}
+            continue
+        name = plan.content_path
+        assert plan.annotations() == {
+            "olot.layer.content.digest": "sha256:" + hashlib.sha256((model / name).read_bytes()).hexdigest(),
+            "olot.layer.content.type": "file",
+            "olot.layer.content.inlayerpath": f"/models/{name}",
+            "olot.layer.content.name": name.rsplit("/", 1)[-1],
+        }
+
+
+def test_a_file_read_out_of_order_is_not_taken_for_hashed(tmp_path: Path) -> None:
+    plan = next(p for p in plan_layers(scan_model(_model(tmp_path))) if p.title == "shard-1.safetensors")
+    stream = plan.stream()
+    b"".join(stream.chunks(plan.size // 2))  # a resumed upload: only the second half is read
+    assert [e.name for e in plan.missing_digests()] == ["shard-1.safetensors"]
+    b"".join(stream.chunks(0))  # then from the start, and parts again (a retry)
+    b"".join(stream.chunks(1000))
+    assert plan.missing_digests() == []
+    expected = hashlib.sha256((tmp_path / "model" / "shard-1.safetensors").read_bytes()).hexdigest()
+    assert plan.annotations()["olot.layer.content.digest"] == "sha256:" + expected
 
 
 def test_headers_are_fixed_and_tar_reads_every_layer(tmp_path: Path) -> None:

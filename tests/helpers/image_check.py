@@ -57,7 +57,7 @@ def assert_models_equal(rootfs: Path, model: Path) -> None:
 
 def write_fault_model(path: Path) -> Path:
     """36 MiB: two shards of a layer each (over 16 MiB, unequal, so one is done well before the other),
-    small files in a shared layer, a card, a link."""
+    small files (a layer each), a card, a link."""
     (path / "sub").mkdir(parents=True)
     (path / "model-00001-of-00002.safetensors").write_bytes(os.urandom(20 * MIB))
     (path / "model-00002-of-00002.safetensors").write_bytes(os.urandom(16 * MIB + 3))

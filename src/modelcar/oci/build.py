@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ModelcarError
+from ..files import sha256_file
 from .digest_cache import DigestCache
 from .image import (
     INDEX_TYPES,
@@ -91,9 +92,12 @@ def build_and_push(
     cache: DigestCache,
     progress: Callable[[int], None] | None = None,
     workers: int = WORKERS,
+    known_digests: dict[str, str] | None = None,
 ) -> BuildResult:
+    """`known_digests`: files' sha256 (path -> sha256:...) known to be current, e.g. from run.json."""
     started = time.monotonic()
     plans = plan_layers(scan_model(model_dir))
+    _known_file_digests(plans, cache, known_digests or {})
     clients = Clients(options)
     try:
         dest = open_store(destination, clients)
@@ -114,7 +118,10 @@ def build_and_push(
         finally:
             abort.set()
             pool.shutdown(wait=True, cancel_futures=True)
-        model = [ModelLayer(r.digest, r.size, r.title, f"modelcar: /models {r.title}") for r in layers]
+        model = [
+            ModelLayer(r.digest, r.size, r.title, f"modelcar: /models {r.title}", plans[i].annotations())
+            for i, r in enumerate(layers)
+        ]
         top, media_type, size, names = _write_manifests(dest, platforms, model, annotations, destination)
     finally:
         clients.close()
@@ -147,8 +154,29 @@ def _raise_first_error(jobs: list[Future[Any]]) -> None:
 
 def _layer_result(plan: LayerPlan, job: Future[tuple[str, bool]]) -> LayerResult:
     digest, uploaded = job.result()
-    files = [{"path": e.name, "size": e.size, "type": e.kind} for e in plan.files]
+    files: list[dict[str, Any]] = []
+    for entry in plan.files:
+        item: dict[str, Any] = {"path": entry.name, "size": entry.size, "type": entry.kind}
+        if entry.name in plan.file_digests:
+            item["sha256"] = plan.file_digests[entry.name].removeprefix("sha256:")
+        files.append(item)
     return LayerResult(digest, plan.size, plan.title, files, uploaded)
+
+
+def _known_file_digests(plans: list[LayerPlan], cache: DigestCache, known: dict[str, str]) -> None:
+    for plan in plans:
+        for entry in plan.regular_files:
+            digest = cache.get_file(entry) or known.get(entry.name)
+            if digest is not None:
+                plan.file_digests[entry.name] = digest
+
+
+def _finish_file_digests(plan: LayerPlan, cache: DigestCache) -> None:
+    """Each file's sha256 for its annotation: known, hashed while streaming, or else read now."""
+    for entry in plan.missing_digests():
+        assert entry.path is not None
+        plan.file_digests[entry.name] = "sha256:" + sha256_file(entry.path)
+    cache.put_files([(e, plan.file_digests[e.name]) for e in plan.regular_files])
 
 
 def _push_layer(
@@ -163,8 +191,10 @@ def _push_layer(
     if known is not None and dest.has_blob(known):
         if progress is not None:
             progress(plan.size)
+        _finish_file_digests(plan, cache)
         return known, False
     digest = dest.put_stream(AbortableBlob(plan.stream(), abort), progress)
+    _finish_file_digests(plan, cache)
     cache.put(plan, digest)
     return digest, True
 

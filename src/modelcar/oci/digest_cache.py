@@ -6,6 +6,9 @@ The cache is trusted: when the key matches and the destination has the remembere
 digest goes into the manifest without a byte being read or hashed, so a wrong entry (a file
 changed with its ctime kept, a hand-edited cache) would give a wrong image. Only when the
 destination lacks the remembered digest is the layer sent, and then the digest is the one computed.
+
+Each file's own sha256 (the layer's `olot.layer.content.digest`) is remembered the same way, keyed
+by its name and (device, inode, size, mtime_ns, ctime_ns).
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import threading
 from pathlib import Path
 
 from .. import atomic
-from .layers import LayerPlan
+from .layers import Entry, LayerPlan
 
 CACHE_VERSION = 1
 
@@ -26,13 +29,15 @@ class DigestCache:
         self.path = path
         self._lock = threading.Lock()
         self._entries: dict[str, dict[str, int | str]] = {}
+        self._files: dict[str, str] = {}
         if path is not None and path.is_file():
             try:
                 doc = json.loads(path.read_text())
                 if doc.get("version") == CACHE_VERSION:
                     self._entries = dict(doc.get("layers") or {})
-            except (OSError, ValueError, AttributeError):
-                self._entries = {}
+                    self._files = {str(k): str(v) for k, v in dict(doc.get("files") or {}).items()}
+            except (OSError, ValueError, AttributeError, TypeError):
+                self._entries, self._files = {}, {}
 
     @staticmethod
     def key(plan: LayerPlan) -> str:
@@ -52,5 +57,25 @@ class DigestCache:
     def put(self, plan: LayerPlan, digest: str) -> None:
         with self._lock:
             self._entries[self.key(plan)] = {"digest": digest, "size": plan.size}
-            if self.path is not None:
-                atomic.write_json(self.path, {"version": CACHE_VERSION, "layers": self._entries})
+            self._save()
+
+    @staticmethod
+    def file_key(entry: Entry) -> str:
+        return hashlib.sha256(json.dumps([entry.name, list(entry.stat_key)]).encode()).hexdigest()
+
+    def get_file(self, entry: Entry) -> str | None:
+        """The remembered sha256 of a file (sha256:...), when its name and stat are the same."""
+        with self._lock:
+            return self._files.get(self.file_key(entry)) if entry.stat_key else None
+
+    def put_files(self, digests: list[tuple[Entry, str]]) -> None:
+        with self._lock:
+            for entry, digest in digests:
+                if entry.stat_key:
+                    self._files[self.file_key(entry)] = digest
+            self._save()
+
+    def _save(self) -> None:
+        if self.path is not None:
+            doc = {"version": CACHE_VERSION, "layers": self._entries, "files": self._files}
+            atomic.write_json(self.path, doc)

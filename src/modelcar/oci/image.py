@@ -101,6 +101,7 @@ class ModelLayer:
     size: int
     title: str
     created_by: str
+    annotations: dict[str, str] = field(default_factory=dict)  # olot's, per file (layers.py)
 
 
 def scratch_config() -> dict[str, Any]:
@@ -139,7 +140,10 @@ def extend_manifest(
     layer_json = [
         Descriptor(oci_media_type(d.media_type), d.digest, d.size, d.annotations).to_json() for d in base_layers
     ]
-    layer_json += [Descriptor(OCI_LAYER, layer.digest, layer.size, {TITLE: layer.title}).to_json() for layer in layers]
+    layer_json += [
+        Descriptor(OCI_LAYER, layer.digest, layer.size, {TITLE: layer.title, **layer.annotations}).to_json()
+        for layer in layers
+    ]
     manifest: dict[str, Any] = {
         "schemaVersion": 2,
         "mediaType": OCI_MANIFEST,

@@ -8,13 +8,22 @@ without an intermediate tar file on disk.
 Every entry is `models/<path relative to the model directory>`: files 0644, directories 0755,
 owner 0:0, no user names, a fixed mtime, entries sorted. Sizes over 8 GiB and long or non-ASCII
 names get PAX records.
+
+Each regular file has a layer of its own, annotated as olot does (`olot.layer.content.*`: the
+file's own sha256, `file`, its path in the image, its name), which is what Red Hat's model signing
+tool and Konflux read to sign and verify a ModelCar without pulling it. Only a model of more than
+MAX_FILE_LAYERS files puts its small files into olot's `directory` layers (one per top-level
+directory, and one for the small files at the top), which those tools unpack and hash themselves.
+Symbolic links and empty directories share a layer without these annotations.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import stat
 import tarfile
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -33,6 +42,16 @@ READ_SIZE = 4 << 20
 # Files at least this large get a layer of their own; smaller ones share one.
 LARGE_FILE = 16 << 20
 MODEL_CARD = "README.md"
+# Up to this many files, one layer each; beyond it, small files go into `directory` layers.
+MAX_FILE_LAYERS = 100
+
+# olot's layer annotations (containers/olot constants.py), read by model signing and Konflux.
+CONTENT_DIGEST = "olot.layer.content.digest"
+CONTENT_TYPE = "olot.layer.content.type"
+CONTENT_PATH = "olot.layer.content.inlayerpath"
+CONTENT_NAME = "olot.layer.content.name"
+FILE_LAYER = "file"
+DIRECTORY_LAYER = "directory"
 
 
 class ModelDirError(ModelcarError):
@@ -115,13 +134,46 @@ def _link_target(link: Path, model_dir: Path, root: Path, rel: str) -> str:
     return os.path.relpath(link.resolve(), (root / rel).parent) if os.path.isabs(raw) else raw
 
 
+class FileHasher:
+    """The sha256 of one file, fed with the ranges a layer stream reads, in whatever order.
+
+    A range that continues where the hash stands is hashed; one read again (a retry) or ahead (a
+    resume) is not. The digest exists only once every byte was hashed in order; else the caller
+    hashes the file itself.
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.position = 0
+        self._hasher = hashlib.sha256()
+        self._lock = threading.Lock()
+
+    def feed(self, start: int, data: bytes) -> None:
+        with self._lock:
+            if start <= self.position < start + len(data):
+                self._hasher.update(memoryview(data)[self.position - start :])
+                self.position = start + len(data)
+
+    def digest(self) -> str | None:
+        with self._lock:
+            return "sha256:" + self._hasher.hexdigest() if self.position == self.size else None
+
+
 @dataclass
 class LayerPlan:
-    """The entries of one layer and its exact byte size."""
+    """The entries of one layer and its exact byte size.
+
+    `content` says what the olot annotations describe: `file` (one regular file), `directory`
+    (the files under `content_path`, "" for /models itself) or "" (links, empty directories).
+    """
 
     entries: list[Entry]
     title: str
+    content: str = ""
+    content_path: str = ""
     headers: dict[str, bytes] = field(default_factory=dict)
+    file_digests: dict[str, str] = field(default_factory=dict)  # name -> sha256:..., known or hashed
+    hashers: dict[str, FileHasher] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for entry in self.entries:
@@ -138,37 +190,79 @@ class LayerPlan:
     def files(self) -> list[Entry]:
         return [e for e in self.entries if e.kind != "dir"]
 
+    @property
+    def regular_files(self) -> list[Entry]:
+        return [e for e in self.entries if e.kind == "file"]
+
     def stream(self) -> LayerStream:
+        """The layer's bytes; the files whose digest is not known yet are hashed as they are read."""
+        for entry in self.regular_files:
+            if entry.name not in self.file_digests and entry.name not in self.hashers:
+                self.hashers[entry.name] = FileHasher(entry.size)
         return LayerStream(self)
 
+    def missing_digests(self) -> list[Entry]:
+        """Regular files whose sha256 is neither known nor fully hashed while streaming."""
+        for name, hasher in self.hashers.items():
+            digest = hasher.digest()
+            if digest is not None:
+                self.file_digests.setdefault(name, digest)
+        return [e for e in self.regular_files if e.name not in self.file_digests]
 
-def plan_layers(entries: list[Entry], large_file: int = LARGE_FILE) -> list[LayerPlan]:
-    """Small files together first, then one layer per large file (sorted), the model card last.
+    def annotations(self) -> dict[str, str]:
+        """olot's annotations of this layer (the file digest must be known for a `file` layer)."""
+        if not self.content:
+            return {}
+        path = f"/{ROOT}/{self.content_path}" if self.content_path else f"/{ROOT}"
+        out = {
+            CONTENT_TYPE: self.content,
+            CONTENT_PATH: path,
+            CONTENT_NAME: PurePosixPath(path).name,
+        }
+        if self.content == FILE_LAYER:
+            out[CONTENT_DIGEST] = self.file_digests[self.content_path]
+        return out
+
+
+def plan_layers(
+    entries: list[Entry], large_file: int = LARGE_FILE, max_file_layers: int = MAX_FILE_LAYERS
+) -> list[LayerPlan]:
+    """One layer per regular file (small, then large, the model card last), then the links and
+    empty directories; a model of more than `max_file_layers` files puts its small files into
+    one `directory` layer per top-level directory (and one for those at the top), first.
 
     Each layer carries the directories above its files, so every layer unpacks on its own.
     """
     dirs = {e.name: e for e in entries if e.kind == "dir"}
-    small: list[Entry] = []
-    large: list[Entry] = []
-    card: list[Entry] = []
-    for entry in entries:
-        if entry.kind == "dir":
-            continue
-        if entry.name == MODEL_CARD:
-            card.append(entry)
-        elif entry.kind == "file" and entry.size >= large_file:
-            large.append(entry)
-        else:
-            small.append(entry)
+    regular = [e for e in entries if e.kind == "file"]
+    card = [e for e in regular if e.name == MODEL_CARD]
+    large = [e for e in regular if e.size >= large_file and e.name != MODEL_CARD]
+    small = [e for e in regular if e.size < large_file and e.name != MODEL_CARD]
+    links = [e for e in entries if e.kind == "symlink"]
     # Directories with nothing in them still belong to the model.
-    used = {str(p) for e in small + large + card for p in PurePosixPath(e.name).parents if str(p) != "."}
-    small.extend(d for name, d in dirs.items() if name not in used)
-    groups: list[tuple[list[Entry], str]] = []
-    if small:
-        groups.append((small, "small files" if len(small) > 1 else small[0].name))
-    groups.extend(([e], e.name) for e in large)
-    groups.extend(([e], e.name) for e in card)
-    return [LayerPlan(_with_parents(members, dirs), title) for members, title in groups]
+    used = {str(p) for e in regular + links for p in PurePosixPath(e.name).parents if str(p) != "."}
+    empty = [d for name, d in dirs.items() if name not in used]
+    plans: list[LayerPlan] = []
+    if len(regular) > max_file_layers:
+        groups: dict[str, list[Entry]] = {}
+        for entry in small + links + empty:
+            top = entry.name.split("/", 1)[0] if "/" in entry.name else ""
+            groups.setdefault(top, []).append(entry)
+        for top in sorted(groups):
+            members = groups[top]
+            if not any(e.kind == "file" for e in members):
+                continue  # links and empty directories only: with the others below
+            title = f"{top}/" if top else "small files"
+            plans.append(LayerPlan(_with_parents(members, dirs), title, DIRECTORY_LAYER, top))
+        grouped = {e.name for p in plans for e in p.entries}
+        small = []
+        links = [e for e in links if e.name not in grouped]
+        empty = [e for e in empty if e.name not in grouped]
+    for entry in small + large + card:
+        plans.append(LayerPlan(_with_parents([entry], dirs), entry.name, FILE_LAYER, entry.name))
+    if links or empty:
+        plans.insert(0, LayerPlan(_with_parents(links + empty, dirs), "links and empty directories"))
+    return plans
 
 
 def _with_parents(members: list[Entry], dirs: dict[str, Entry]) -> list[Entry]:
@@ -219,6 +313,7 @@ class FileRange:
     start: int
     length: int
     name: str  # inside the model directory, for messages
+    hasher: FileHasher | None = field(default=None, compare=False, repr=False)  # fed what is read
 
     def open(self) -> BinaryIO:
         try:
@@ -240,6 +335,8 @@ class FileRange:
                 data += more
         except OSError as exc:
             raise ModelDirError(f"cannot read {self.path}: {exc.strerror}") from None
+        if self.hasher is not None:
+            self.hasher.feed(self.start, data)
         return data
 
     def changed(self) -> ModelDirError:
@@ -256,6 +353,7 @@ class _Segment:
     data: bytes | None = None  # header or padding bytes
     path: Path | None = None  # file bytes
     name: str = ""
+    hasher: FileHasher | None = None
 
 
 class LayerStream:
@@ -270,7 +368,8 @@ class LayerStream:
             self._segments.append(_Segment(pos, len(header), data=header))
             pos += len(header)
             if entry.kind == "file" and entry.size:
-                self._segments.append(_Segment(pos, entry.size, path=entry.path, name=entry.name))
+                hasher = plan.hashers.get(entry.name)
+                self._segments.append(_Segment(pos, entry.size, path=entry.path, name=entry.name, hasher=hasher))
                 pos += entry.size
                 pad = _padded(entry.size) - entry.size
                 if pad:
@@ -291,7 +390,7 @@ class LayerStream:
                 continue
             assert seg.path is not None
             for start in range(skip, seg.length, READ_SIZE):
-                yield FileRange(seg.path, start, min(READ_SIZE, seg.length - start), seg.name)
+                yield FileRange(seg.path, start, min(READ_SIZE, seg.length - start), seg.name, seg.hasher)
 
     def chunks(self, offset: int = 0) -> Iterator[bytes]:
         """The layer's bytes from `offset` to the end; headers are joined to the data that follows."""

@@ -7,6 +7,7 @@ from typing import Any
 
 from ..oci.build import BuildResult, build_and_push
 from ..oci.digest_cache import DigestCache
+from ..oci.file_digests import recorded_digests
 from ..oci.store import ClientOptions
 from .context import StageContext
 
@@ -30,6 +31,7 @@ def run(context: StageContext) -> None:
             annotations,
             cache,
             progress=bar.advance,
+            known_digests=recorded_digests(context.record.data, model_dir),
         )
     context.record.set("image", image_record(result))
     context.ui.info(summary(result))

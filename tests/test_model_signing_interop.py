@@ -1,0 +1,128 @@
+"""Our olot layer annotations against the field's tools: Red Hat's model signing tool signs a
+pushed ModelCar from its manifest alone and verifies it, and local files, against the signature;
+and olot itself annotates the same files as we do.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from .helpers import model_signing_tool
+from .helpers.common import REPO_ROOT, run_cli
+from .helpers.image_check import NEEDS_SKOPEO_UMOCI, build_push_args
+from .helpers.oci_registry import Registry
+
+MIB = 1 << 20
+OLOT = REPO_ROOT / ".tools" / "olot-venv" / "bin" / "olot"
+OLOT_KEYS = (
+    "olot.layer.content.digest",
+    "olot.layer.content.type",
+    "olot.layer.content.inlayerpath",
+    "olot.layer.content.name",
+)
+
+pytestmark = NEEDS_SKOPEO_UMOCI
+
+
+def _model(root: Path, extra_small: int = 0) -> Path:
+    model = root / "model"
+    (model / "sub").mkdir(parents=True)
+    (model / "config.json").write_text('{"architectures": ["LlamaForCausalLM"]}')
+    (model / "sub" / "tokenizer.json").write_text('{"version": "1.0"}')
+    (model / "model.safetensors").write_bytes(bytes(range(256)) * (4 * MIB // 256))
+    (model / "README.md").write_text("# card\n")
+    for i in range(extra_small):
+        (model / "sub" / f"piece-{i:03d}.txt").write_text(f"piece {i}\n")
+    return root
+
+
+def _push(workspace: Path, image: str, base: str) -> dict:
+    result = run_cli(*build_push_args(workspace, image, base))
+    assert result.returncode == 0, result.output
+    return json.loads((workspace / "run.json").read_text())["image"]
+
+
+def _manifest(pinned: str) -> dict:
+    raw = subprocess.run(
+        ["skopeo", "inspect", "--raw", "--tls-verify=false", f"docker://{pinned}"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    return json.loads(raw)
+
+
+needs_tool = pytest.mark.skipif(
+    not model_signing_tool.available(), reason="rh-model-signing is not installed in .tools/sign-venv"
+)
+
+
+@needs_tool
+@pytest.mark.parametrize("extra_small", [0, 101], ids=["file-layers", "directory-layers"])
+def test_model_signing_signs_and_verifies_a_modelcar_from_its_annotations(
+    oci_registry: Registry, busybox_layout: Path, tmp_path: Path, extra_small: int
+) -> None:
+    workspace = _model(tmp_path / "ws", extra_small)
+    image = _push(workspace, f"{oci_registry.host}/interop/signed-{extra_small}:1", f"oci:{busybox_layout}")
+    kinds = {
+        layer.get("annotations", {}).get("olot.layer.content.type") for layer in _manifest(image["pinned"])["layers"]
+    }
+    assert kinds == ({None, "file"} if not extra_small else {None, "file", "directory"})
+
+    private, public = model_signing_tool.write_key_pair(tmp_path)
+    # Distribution 2.8 has no referrers API: the signature goes under the tag sha256-<digest>.sig.
+    signed = model_signing_tool.run(
+        "sign", "key", image["pinned"], "--private-key", str(private), "--attachment-mode", "tag"
+    )
+    assert signed.returncode == 0, signed.stdout + signed.stderr
+    verified = model_signing_tool.run(
+        "verify", "key", image["pinned"], "--public-key", str(public), "--local-model", str(workspace / "model")
+    )
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert "Verification succeeded" in verified.stdout
+
+    # A local file that is not what was signed is caught, by name.
+    tampered = tmp_path / "tampered"
+    shutil.copytree(workspace / "model", tampered)
+    (tampered / "sub" / "tokenizer.json").write_text('{"version": "2.0"}')
+    refused = model_signing_tool.run(
+        "verify", "key", image["pinned"], "--public-key", str(public), "--local-model", str(tampered)
+    )
+    assert refused.returncode != 0
+    assert "tokenizer.json" in refused.stdout + refused.stderr
+
+
+@pytest.mark.skipif(not OLOT.exists(), reason="olot is not installed in .tools/olot-venv (make install-test)")
+def test_our_file_annotations_are_olots_for_the_same_files(
+    oci_registry: Registry, busybox_layout: Path, tmp_path: Path
+) -> None:
+    workspace = _model(tmp_path / "ws")
+    model = workspace / "model"
+    ours = _manifest(_push(workspace, f"{oci_registry.host}/interop/olot-compare:1", f"oci:{busybox_layout}")["pinned"])
+
+    olot_layout = tmp_path / "olot"
+    shutil.copytree(busybox_layout, olot_layout)
+    files = [p for p in sorted(model.rglob("*")) if p.is_file() and p.name != "README.md"]
+    subprocess.run(
+        [str(OLOT), str(olot_layout), *map(str, files), "-m", str(model / "README.md"), "--root-dir", str(model)],
+        check=True,
+        capture_output=True,
+    )
+    index = json.loads((olot_layout / "index.json").read_text())
+    theirs = json.loads((olot_layout / "blobs" / "sha256" / index["manifests"][0]["digest"][7:]).read_text())
+
+    def annotations(manifest: dict) -> dict[str, dict[str, str]]:
+        found = {}
+        for layer in manifest["layers"]:
+            a = layer.get("annotations", {})
+            if a.get("olot.layer.content.type"):
+                found[a["olot.layer.content.inlayerpath"]] = {k: a[k] for k in OLOT_KEYS if k in a}
+        return found
+
+    assert annotations(ours) == annotations(theirs)
+    assert len(annotations(ours)) == 4

@@ -1,8 +1,9 @@
 """Fault-injecting proxies on loopback, to put between modelcar and a real registry.
 
-- `TcpFaultProxy`: forwards bytes; resets the first K connections outright (RST) and cuts
-  connections once they have sent N bytes (several times per blob, each new connection counts
-  afresh).
+- `TcpFaultProxy`: forwards bytes (TLS included: it never looks inside); resets the first K
+  connections outright (RST), cuts connections once they have sent N bytes (several times per
+  blob, each new connection counts afresh), or holds the first connection that has sent N bytes
+  until a `hold` function returns (to let a token expire in the middle of a request body).
 - `HttpFaultProxy`: an HTTP/1.1 proxy that lets a `decide` function answer a request itself (500,
   503, 429 with Retry-After...), stall it mid-body until released (to kill modelcar at a known
   moment), or turn the registry's 2xx answer into a 307 to another origin. Everything else passes
@@ -137,11 +138,24 @@ class TcpFaultProxy(_Server):
     - The first `reset_first` connections are reset (RST) as soon as they are accepted.
     - Then the first `cuts` connections that send more than `cut_after` bytes (counted per
       connection, from the client) are closed after exactly that many bytes went through.
+    - The first connection that sends more than `hold_after` bytes is paused after exactly that
+      many went through, until `hold()` returns; then it goes on (`held` is set meanwhile).
     """
 
-    def __init__(self, target: str, *, cut_after: int | None = None, cuts: int = 0, reset_first: int = 0) -> None:
+    def __init__(
+        self,
+        target: str,
+        *,
+        cut_after: int | None = None,
+        cuts: int = 0,
+        reset_first: int = 0,
+        hold_after: int | None = None,
+        hold: Callable[[], None] | None = None,
+    ) -> None:
         self.target = _target(target)
         self.cut_after, self.cuts, self.reset_first = cut_after, cuts, reset_first
+        self.hold_after, self.hold = hold_after, hold
+        self.held = threading.Event()
         self.cut_count = 0
         self.reset_count = 0
         self.connections = 0
@@ -170,6 +184,12 @@ class TcpFaultProxy(_Server):
         try:
             while data := src.recv(PIECE):
                 sent += len(data)
+                if outbound and self.hold_after is not None and sent > self.hold_after and self._take_hold():
+                    before = len(data) - (sent - self.hold_after)
+                    dst.sendall(data[:before])
+                    if self.hold is not None:
+                        self.hold()
+                    data = data[before:]
                 if outbound and self.cut_after is not None and sent > self.cut_after:
                     with self._lock:
                         cut = self.cut_count < self.cuts
@@ -181,6 +201,13 @@ class TcpFaultProxy(_Server):
         except OSError:
             pass
         self._untrack(src, dst)
+
+    def _take_hold(self) -> bool:
+        with self._lock:
+            if self.held.is_set():
+                return False
+            self.held.set()
+            return True
 
 
 # ---- HTTP ----------------------------------------------------------------------------------

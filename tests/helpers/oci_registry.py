@@ -1,8 +1,10 @@
 """A real OCI registry on loopback (Debian's docker-registry, CNCF Distribution) and a busybox base image.
 
 The registry gets its own config and storage directory in tmp and a free port; it is stopped by
-its pid. `busybox_layout` builds a tiny runnable base image (busybox-static, /bin/sh) as an OCI
-layout with the package's own layout writer.
+its pid. With `tls` (a test CA's server certificate and key) it serves https; `extra_auth` is its
+`auth:` section (htpasswd, or token: see token_server.TokenServer.registry_auth).
+`busybox_layout` builds a tiny runnable base image (busybox-static, /bin/sh) as an OCI layout
+with the package's own layout writer.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import json
 import os
 import shutil
 import signal
+import ssl
 import subprocess
 import tarfile
 import time
@@ -28,18 +31,31 @@ REGISTRY_BIN = shutil.which("docker-registry") or "/usr/bin/docker-registry"
 BUSYBOX = Path("/bin/busybox")
 
 
+@dataclass(frozen=True)
+class RegistryTls:
+    certificate: Path  # PEM, for 127.0.0.1
+    key: Path
+    ca: Path  # the CA that signed it, to check the registry is up
+
+
 @dataclass
 class Registry:
     host: str  # 127.0.0.1:PORT
     root: Path
     log: Path
     pid: int
+    scheme: str = "http"
 
     def url(self, path: str) -> str:
-        return f"http://{self.host}{path}"
+        return f"{self.scheme}://{self.host}{path}"
 
     def requests(self) -> list[tuple[str, str]]:
         """(method, path) of every request the registry logged so far."""
+        return [(method, uri) for method, uri, _ in self.responses(refused=False)]
+
+    def responses(self, refused: bool = True) -> list[tuple[str, str, int]]:
+        """(method, path, status) of every request the registry logged so far; with `refused`, the
+        ones its auth refused too (401)."""
         found = []
         for line in self.log.read_text(errors="replace").splitlines():
             try:
@@ -48,21 +64,28 @@ class Registry:
                 continue
             method = entry.get("http.request.method")
             uri = entry.get("http.request.uri")
-            if method and uri and entry.get("msg", "").startswith("response completed"):
-                found.append((method, uri))
+            status = entry.get("http.response.status")
+            message = entry.get("msg", "")
+            if method and uri and message.startswith("response completed"):
+                found.append((method, uri, int(status or 0) or 200))
+            elif refused and method and uri and message.startswith("error authorizing context"):
+                found.append((method, uri, 401))  # logged so, with no "response completed" line
         return found
 
 
-def start_registry(root: Path, extra_auth: dict[str, object] | None = None) -> Registry:
+def start_registry(root: Path, extra_auth: dict[str, object] | None = None, tls: RegistryTls | None = None) -> Registry:
     """Starts docker-registry with storage under `root`; waits until /v2/ answers."""
     port = free_port()
     storage = root / "storage"
     storage.mkdir(parents=True, exist_ok=True)
+    http: dict[str, object] = {"addr": f"127.0.0.1:{port}", "secret": "modelcar-test-secret"}
+    if tls is not None:
+        http["tls"] = {"certificate": str(tls.certificate), "key": str(tls.key)}
     config = {
         "version": 0.1,
         "log": {"level": "info", "formatter": "json", "accesslog": {"disabled": True}},
         "storage": {"filesystem": {"rootdirectory": str(storage)}, "delete": {"enabled": True}},
-        "http": {"addr": f"127.0.0.1:{port}", "secret": "modelcar-test-secret"},
+        "http": http,
     }
     if extra_auth:
         config["auth"] = extra_auth
@@ -77,13 +100,14 @@ def start_registry(root: Path, extra_auth: dict[str, object] | None = None) -> R
             start_new_session=True,
             env=_registry_env(),
         )
-    registry = Registry(f"127.0.0.1:{port}", root, log, proc.pid)
+    registry = Registry(f"127.0.0.1:{port}", root, log, proc.pid, "https" if tls else "http")
+    verify: ssl.SSLContext | bool = ssl.create_default_context(cafile=str(tls.ca)) if tls else False
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"docker-registry exited: {log.read_text()[-2000:]}")
         try:
-            httpx.get(registry.url("/v2/"), timeout=1)
+            httpx.get(registry.url("/v2/"), timeout=1, verify=verify)
             return registry
         except httpx.TransportError:
             time.sleep(0.05)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import json
 import os
 import re
@@ -33,6 +34,7 @@ class Credentials:
     username: str = field(default="", repr=False)
     password: str = field(default="", repr=False)
     identity_token: str = field(default="", repr=False)
+    source: str = field(default="", compare=False)  # the auth file they came from, for messages
 
     def basic_header(self) -> str:
         raw = f"{self.username}:{self.password}".encode()
@@ -65,7 +67,7 @@ def find_credentials(registry: str, repository: str, authfile: Path | None) -> C
             continue
         creds = _from_file(_read_config(path), registry, repository, path)
         if creds is not None:
-            return creds
+            return dataclasses.replace(creds, source=str(path))
     return None
 
 

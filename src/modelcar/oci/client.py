@@ -7,11 +7,17 @@
   (scheme, host, port), never to an upload Location or redirect elsewhere; while TLS is verified,
   a plain-http Location or redirect is refused.
 - Basic and Bearer challenges are answered from the auth file; tokens are cached per scope set.
+  While TLS is verified, a Bearer realm that is not https is refused before anything is sent to
+  it: the Basic credentials would cross the network in the clear (go-containerregistry's
+  validateRealmURL refuses it too).
+- A token that expires mid-push (Harbor's last 30 minutes) is answered like any 401: a new token,
+  and the request sent again (an upload resumes; see upload.py).
 """
 
 from __future__ import annotations
 
 import json
+import ssl
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -23,7 +29,7 @@ import httpx
 from ..errors import ModelcarError
 from ..retry import RETRYABLE_STATUS, RetryPolicy, describe_error, is_retryable_error
 from ..tls import ssl_context
-from .auth import Challenge, Credentials, find_credentials, parse_challenge
+from .auth import Challenge, Credentials, auth_file_candidates, find_credentials, parse_challenge
 from .image import ACCEPT, media_type_of, sha256_digest
 
 TIMEOUT = httpx.Timeout(connect=30.0, read=300.0, write=300.0, pool=None)
@@ -42,8 +48,21 @@ class RegistryError(ModelcarError):
         self.retry_after = retry_after  # the answer's Retry-After, for callers that retry themselves
 
 
+class RegistryUnreachable(RegistryError):
+    """No answer from the registry at all (name not resolved, connection refused, TLS failed)."""
+
+    def __init__(self, message: str, registry: str, handshake: bool = False) -> None:
+        super().__init__(message)
+        self.registry = registry
+        self.handshake = handshake  # it answered, but not in TLS (or with an untrusted certificate)
+
+
 class InsecureLocation(RegistryError):
     """A Location or redirect to plain http while TLS is verified: refused, never retried."""
+
+
+class InsecureRealm(InsecureLocation):
+    """A Bearer challenge naming a token server that is not https while TLS is verified."""
 
 
 class RegistryClient:
@@ -134,7 +153,7 @@ class RegistryClient:
         creds = self._credentials()
         if challenge.scheme == "basic":
             if creds is None:
-                raise self._denied(401, "no credentials for it were found")
+                raise self._denied(401, "it asks for a user name and password")
             header = creds.basic_header()
         else:
             header = "Bearer " + self._fetch_token(challenge, scopes, creds)
@@ -147,6 +166,7 @@ class RegistryClient:
         realm = challenge.params.get("realm")
         if not realm:
             raise RegistryError(f"registry {self.registry} sent a Bearer challenge without a realm", 401)
+        self._check_realm(realm)
         params: list[tuple[str, str]] = []
         if challenge.params.get("service"):
             params.append(("service", challenge.params["service"]))
@@ -176,7 +196,8 @@ class RegistryClient:
                 self.retry.sleep(attempt + 1, response.headers.get("Retry-After"))
                 continue
             if response.status_code in (401, 403):
-                raise self._denied(response.status_code, "the token server refused the credentials")
+                why = "the token server refused the credentials" if creds else "the token server wants credentials"
+                raise self._denied(response.status_code, why)
             if response.status_code != 200:
                 raise RegistryError(
                     f"the token server of {self.registry} answered HTTP {response.status_code}", response.status_code
@@ -188,13 +209,39 @@ class RegistryClient:
                 raise RegistryError(f"the token server of {self.registry} sent no token") from None
         raise RegistryError(f"the token server of {self.registry} kept failing")
 
-    def _denied(self, status: int, why: str) -> RegistryError:
-        where = str(self.authfile) if self.authfile else "REGISTRY_AUTH_FILE, ~/.docker/config.json or auth.json"
-        return RegistryError(
-            f"registry {self.registry} denied access (HTTP {status}): {why}; "
-            f"log in (e.g. `skopeo login {self.registry}`) or pass --authfile; looked in {where}",
-            status,
+    def _check_realm(self, realm: str) -> None:
+        """Refuses a token server that is not https while TLS is verified: nothing is sent to it."""
+        try:
+            scheme = httpx.URL(realm).scheme
+        except httpx.InvalidURL:
+            scheme = ""
+        if scheme == "https" or (not self.tls_verify and scheme == "http"):
+            return
+        shown = self.show(realm) if scheme else repr(realm[:200])
+        raise InsecureRealm(
+            f"registry {self.registry} names the token server {shown}, which is not https; while TLS is "
+            "verified modelcar sends no credentials there (they would cross the network in the clear). "
+            "Have the registry's token realm use https; pass --no-tls-verify only for a registry and "
+            "network you trust",
+            401,
         )
+
+    def _known_credentials(self) -> Credentials | None:
+        with self._creds_lock:
+            return next((c for c in self._creds_cache.values() if c is not None), None)
+
+    def _denied(self, status: int, why: str, fix: str = "") -> RegistryError:
+        """A refusal, naming the auth file the credentials came from (or the files looked in)."""
+        creds = self._known_credentials()
+        if creds is not None and creds.source:
+            where = f"the credentials used came from {creds.source}"
+            login = f"skopeo login --authfile {creds.source} {self.registry}"
+            fix = fix or f"log in again (e.g. `{login}`) or pass --authfile"
+        else:
+            looked = ", ".join(str(p) for p in auth_file_candidates(self.authfile))
+            where = f"no credentials for it were found (looked in {looked})"
+            fix = fix or f"log in (e.g. `skopeo login {self.registry}`) or pass --authfile"
+        return RegistryError(f"registry {self.registry} denied access (HTTP {status}): {why}; {where}; {fix}", status)
 
     # ---- the request loop -----------------------------------------------------------------
 
@@ -239,8 +286,10 @@ class RegistryClient:
                 return
             except httpx.TransportError as exc:
                 if attempt + 1 >= self.retry.attempts or not is_retryable_error(exc):
-                    hint = "; for a plain-http registry pass --no-tls-verify" if self.tls_verify else ""
-                    raise RegistryError(f"cannot reach registry {self.registry}: {describe_error(exc)}{hint}") from None
+                    hint = _tls_hint(exc) if self.tls_verify else ""
+                    raise RegistryUnreachable(
+                        f"cannot reach registry {self.registry}: {describe_error(exc)}{hint}", self.registry, bool(hint)
+                    ) from None
                 self.retry.sleep(attempt + 1)
 
     def request(
@@ -324,14 +373,23 @@ class RegistryClient:
 
     def error_for(self, method: str, url: str, response: httpx.Response) -> RegistryError:
         status = response.status_code
-        if status in (401, 403):
-            return self._denied(status, f"{method} {self.show(url)} was refused")
         detail = ""
         try:
             errors = response.json().get("errors") or []
             detail = "; ".join(f"{e.get('code', '')}: {e.get('message', '')}".strip(": ") for e in errors[:3])
         except (ValueError, AttributeError):
             detail = response.text[:200].strip() if response.text else ""
+        if status in (401, 403):
+            challenge = parse_challenge(response.headers.get("WWW-Authenticate", ""))
+            if challenge is not None and challenge.params.get("error") == "insufficient_scope":
+                wanted = _describe_scopes(challenge.params.get("scope", ""))
+                return self._denied(
+                    status,
+                    f"{method} {self.show(url)} needs {wanted}, which the token server did not grant "
+                    "(insufficient_scope)",
+                    "ask the registry's administrators for that access, or use an account that has it",
+                )
+            return self._denied(status, f"{method} {self.show(url)} was refused" + (f" ({detail})" if detail else ""))
         return RegistryError(
             f"registry {self.registry} answered HTTP {status} to {method} {self.show(url)}"
             + (f" ({detail})" if detail else ""),
@@ -405,6 +463,29 @@ class RegistryClient:
             ok=(200, 201, 202),
         )
         return sha256_digest(data)
+
+
+def _describe_scopes(scopes: str) -> str:
+    """`repository:a/b:pull,push` -> `pull,push access to repository a/b`."""
+    described = []
+    for scope in scopes.split():
+        kind, _, rest = scope.partition(":")
+        name, _, actions = rest.rpartition(":")
+        described.append(f"{actions} access to {kind} {name}" if name else scope)
+    return " and ".join(described) or "more access"
+
+
+def _tls_hint(exc: BaseException) -> str:
+    """What to do when https failed in the handshake; nothing for a name that does not resolve or a
+    refused connection, where --no-tls-verify would not help."""
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return "; its certificate is not trusted: pass --ca-bundle with the CA that signed it"
+        if isinstance(cause, ssl.SSLError) and not isinstance(cause, ssl.SSLEOFError | ssl.SSLZeroReturnError):
+            return "; it does not answer in TLS there: for a plain-http registry pass --no-tls-verify"
+        cause = cause.__cause__ or cause.__context__
+    return ""
 
 
 def _same_origin(a: httpx.URL, b: httpx.URL) -> bool:

@@ -21,7 +21,7 @@ IMAGE ?=
 APT_PACKAGES := docker-registry skopeo umoci busybox-static git git-lfs
 TORCH_VERSION := 2.13.0
 
-.PHONY: run test bench lint format install install-test clean help
+.PHONY: run test bench lint format install install-test image-envs clean help
 
 help:
 	@echo "make run MODEL=<hub id or local dir> [IMAGE=<ref>] [NAME=value ...]"
@@ -34,23 +34,57 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade "pip>=24"
 
-$(STAMPS)/install: pyproject.toml $(BIN)/python | $(STAMPS)
-	$(BIN)/pip install --quiet -e .
+# Every install goes through scripts/install-modelcar.sh, as the container images do. With the
+# compress extra, torch first: the CPU wheel lies on disk here; elsewhere this is the normal build
+# from PyPI. Otherwise llmcompressor would pull a CUDA build of several GB.
+INSTALL := PIP=$(BIN)/pip TORCH_SPEC="==$(TORCH_VERSION)" ./scripts/install-modelcar.sh
+INSTALL_INPUTS := pyproject.toml scripts/install-modelcar.sh
+
+$(STAMPS)/install: $(INSTALL_INPUTS) $(BIN)/python | $(STAMPS)
+	$(INSTALL) --editable .
 	touch $@
+
+$(STAMPS)/install-compress: $(INSTALL_INPUTS) $(BIN)/python | $(STAMPS)
+	$(INSTALL) --editable . compress
+	touch $(STAMPS)/install $@
 
 install: $(STAMPS)/install
 
-run: install
+# `make run` installs what the stages it runs need: the compress extra only when COMPRESS_MODEL
+# is true (as modelcar reads it) and compress-model is not in SKIP_TASKS.
+COMPRESSING := $(and $(filter true yes 1 on,$(shell printf '%s' '$(COMPRESS_MODEL)' | tr A-Z a-z)),$(if $(findstring compress-model,$(SKIP_TASKS)),,yes))
+
+run: $(if $(COMPRESSING),$(STAMPS)/install-compress,$(STAMPS)/install)
 	@$(BIN)/modelcar run \
 	  $(if $(MODEL),--model "$(MODEL)") \
 	  $(if $(IMAGE),--image "$(IMAGE)")
 
-# torch first: the CPU wheel lies on disk; otherwise llmcompressor pulls a CUDA build.
-$(STAMPS)/install-test: pyproject.toml $(BIN)/python | $(STAMPS)
-	$(BIN)/pip install --quiet "torch==$(TORCH_VERSION)"
-	$(BIN)/pip install --quiet -e ".[test,compress]"
-	touch $(STAMPS)/install
+$(STAMPS)/install-test: $(INSTALL_INPUTS) $(BIN)/python | $(STAMPS)
+	$(INSTALL) --editable . test,compress
+	touch $(STAMPS)/install $(STAMPS)/install-compress $@
+
+# The environments that stand for the two task images in the Tekton tests: each is the project
+# installed as its Containerfile installs it (not editable; the task image without extras, the
+# compress image with [compress]), so a step finds only what its image would hold.
+IMAGE_ENVS := $(TOOLS)/image-envs
+PACKAGE_SOURCES := $(INSTALL_INPUTS) $(shell find src -type f -not -path '*/__pycache__/*' -not -path '*.egg-info*')
+
+$(IMAGE_ENVS)/%/bin/python: | $(STAMPS)
+	$(PYTHON) -m venv $(IMAGE_ENVS)/$*
+	$(IMAGE_ENVS)/$*/bin/pip install --quiet --upgrade "pip>=24"
+
+# (build/ goes first: setuptools would otherwise pack modules since deleted from src.)
+$(STAMPS)/image-env-task: $(PACKAGE_SOURCES) $(IMAGE_ENVS)/task/bin/python
+	rm -rf build
+	PIP=$(IMAGE_ENVS)/task/bin/pip ./scripts/install-modelcar.sh .
 	touch $@
+
+$(STAMPS)/image-env-compress: $(PACKAGE_SOURCES) $(IMAGE_ENVS)/compress/bin/python
+	rm -rf build
+	PIP=$(IMAGE_ENVS)/compress/bin/pip TORCH_SPEC="==$(TORCH_VERSION)" ./scripts/install-modelcar.sh . compress
+	touch $@
+
+image-envs: $(STAMPS)/image-env-task $(STAMPS)/image-env-compress
 
 $(STAMPS)/apt: | $(STAMPS)
 	./scripts/install-system-deps.sh $(APT_PACKAGES)
@@ -72,7 +106,7 @@ $(STAMPS)/tekton-lint: | $(STAMPS)
 	cd $(TOOLS)/node && npm install --silent --no-audit --no-fund "@ibm/tekton-lint@^1"
 	touch $@
 
-install-test: $(STAMPS)/install-test $(STAMPS)/apt $(STAMPS)/olah $(STAMPS)/olot $(STAMPS)/tekton-lint
+install-test: $(STAMPS)/install-test image-envs $(STAMPS)/apt $(STAMPS)/olah $(STAMPS)/olot $(STAMPS)/tekton-lint
 
 test: install-test
 	$(BIN)/ruff check src tests bench

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -52,8 +53,13 @@ def test_kill_9_mid_compression_then_rerun(model_workspace: Path, tiny_llama: Pa
     deadline = time.monotonic() + 120
     while not (model_workspace / PARTIAL).exists() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.01)
-    time.sleep(0.5)  # into loading the model or calibrating
-    os.kill(proc.pid, signal.SIGKILL)
+    # Frozen, the process cannot move on between what we look at and the kill: the state read
+    # here is the state the rerun starts from, whichever moment the freeze caught.
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(proc.pid, signal.SIGSTOP)
+    interrupted = (model_workspace / PARTIAL).exists() and not (model_workspace / DONE).exists()
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(proc.pid, signal.SIGKILL)
     proc.communicate()
     # whatever the moment, model/ is the original or a complete compression, never half of one
     model = model_workspace / "model"
@@ -69,8 +75,13 @@ def test_kill_9_mid_compression_then_rerun(model_workspace: Path, tiny_llama: Pa
     assert record["stages"]["compress-model"]["status"] == "succeeded"
     assert record["files"] == inventory(model)
     assert "compress-model: done" in result.stderr
-    if record["compression"]["device"] == "cpu":
-        assert "warning: no GPU found" in result.stderr
+    if interrupted:  # the rerun throws the partial output away and compresses again
+        assert "discarded the unfinished output of an interrupted compression" in result.stderr
+        assert "already compressed" not in result.stderr
+        if record["compression"]["device"] == "cpu":
+            assert "warning: no GPU found" in result.stderr
+    else:  # the kill came after the commit point: the rerun keeps that compression
+        assert "already compressed with these settings" in result.stderr
     assert not (model_workspace / PARTIAL).exists() and not (model_workspace / DONE).exists()
     assert {f["path"] for f in inventory(model_workspace / "model-original")} >= {
         f["path"] for f in inventory(tiny_llama)

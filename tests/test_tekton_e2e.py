@@ -2,8 +2,9 @@
 
 The executor reads deploy/tekton/modelcar-pipeline.yaml and runs its tasks on this machine:
 parameter substitution, `when` expressions, runAfter order, results files, workspaces as
-directories, each step's script run with sh and the venv's `modelcar` on PATH in place of the
-task image. Against real servers on loopback: a Hub (olah), an OCI registry (docker-registry)
+directories, each step's script run with sh in the environment that stands for its image
+(tests/helpers/image_envs.py): the task image's without extras, the compress image's with
+[compress]. Against real servers on loopback: a Hub (olah), an OCI registry (docker-registry)
 and a Model Registry (in-process, spec-validated).
 
 The cases:
@@ -35,8 +36,9 @@ import pytest
 from modelcar.stages import BUILD_PUSH, CLEANUP, COMPRESS, DOWNLOAD, REGISTER, STAGE_NAMES
 
 from .helpers import secrets
-from .helpers.common import MODELCAR, REPO_ROOT, clean_env
+from .helpers.common import REPO_ROOT, clean_env
 from .helpers.fake_model import fake_model_files, write_model_dir
+from .helpers.image_envs import base_commands, env_bin, image_paths
 from .helpers.tekton_executor import (
     FAILED,
     NOT_RUN,
@@ -72,9 +74,24 @@ class Run:
         return json.loads((self.workspace / "run.json").read_text())
 
 
+def images_for(
+    params: Mapping[str, str], tmp_path: Path, override: Mapping[str, list[Path]] | None = None
+) -> dict[str, list[Path]]:
+    """What stands for each image the run's steps name (the pipeline's defaults unless given)."""
+    values = {p["name"]: p.get("default", "") for p in load_pipeline(PIPELINE)["spec"]["params"]} | dict(params)
+    return image_paths(values, base_commands(tmp_path / "base-image-bin"), override)
+
+
+def recorder_executor(params: Mapping[str, str], bin_dir: Path, tmp_path: Path, **kwargs: Any) -> PipelineExecutor:
+    """An executor whose images hold the recording stand-in for `modelcar` (and the base's commands)."""
+    override = {"TASK_IMAGE": [bin_dir], "COMPRESS_IMAGE": [bin_dir]}
+    kwargs.setdefault("base_env", clean_env())
+    return PipelineExecutor(load_pipeline(PIPELINE), images=images_for(params, tmp_path, override), **kwargs)
+
+
 @pytest.fixture
 def run_pipeline(tmp_path: Path) -> Callable[..., Run]:
-    """Runs the pipeline with the real `modelcar` (the venv's) on PATH."""
+    """Runs the pipeline with the real `modelcar`, each step in the environment of its image."""
     counter = iter(range(1000))
 
     def run(
@@ -89,7 +106,7 @@ def run_pipeline(tmp_path: Path) -> Callable[..., Run]:
         workspace.mkdir(parents=True, exist_ok=True)
         executor = PipelineExecutor(
             load_pipeline(PIPELINE),
-            path=[MODELCAR.parent],
+            images=images_for(params, tmp_path),
             base_env=clean_env(**(env or {})),
             secrets=secrets_,
         )
@@ -408,7 +425,7 @@ def test_a_failing_stage_stops_the_run(run_pipeline: Callable[..., Run], tmp_pat
 RECORDER = """\
 #!{python}
 # Stands in for modelcar: records its arguments and environment, writes validate's results
-# (or hands validate to the real modelcar).
+# (or hands validate to the real modelcar of the task image's environment).
 import json, os, sys
 from pathlib import Path
 log = Path({log!r})
@@ -434,7 +451,7 @@ def make_recorder(directory: Path, real_validate: bool = False) -> tuple[Path, P
     bin_dir.mkdir()
     log = directory / "calls.jsonl"
     script = bin_dir / "modelcar"
-    real = str(MODELCAR) if real_validate else None
+    real = str(env_bin("task") / "modelcar") if real_validate else None
     script.write_text(RECORDER.format(python=sys.executable, log=str(log), stages=list(STAGE_NAMES), real=real))
     script.chmod(0o755)
     return bin_dir, log
@@ -465,10 +482,10 @@ def test_every_parameter_reaches_every_task_as_its_environment_variable(
     workspace = tmp_path / "pvc"
     workspace.mkdir()
     auth = docker_config("quay.io", "robot", secrets.REGISTRY_PASSWORD, tmp_path / "auth")
-    executor = PipelineExecutor(
-        load_pipeline(PIPELINE),
-        path=[bin_dir],
-        base_env=clean_env(),
+    executor = recorder_executor(
+        params,
+        bin_dir,
+        tmp_path,
         secrets={
             "huggingface-secret": {"HUGGINGFACE_TOKEN": secrets.HUB_TOKEN},
             "model-registry-token": {"MODEL_REGISTRY_TOKEN": secrets.MODEL_REGISTRY_TOKEN},
@@ -506,7 +523,7 @@ def test_without_optional_secrets_and_credentials_nothing_is_set(
     bin_dir, log = recording_modelcar
     workspace = tmp_path / "pvc"
     workspace.mkdir()
-    executor = PipelineExecutor(load_pipeline(PIPELINE), path=[bin_dir], base_env=clean_env())
+    executor = recorder_executor({}, bin_dir, tmp_path)
     result = executor.run({"HUGGINGFACE_MODEL": "org/model", "COMPRESS_MODEL": "true"}, {"shared-workspace": workspace})
     assert result.status == SUCCEEDED, result.output
     for call in calls(log):
@@ -522,16 +539,17 @@ def test_compress_model_switch(recording_modelcar: tuple[Path, Path], tmp_path: 
     bin_dir, _ = recording_modelcar
     workspace = tmp_path / "pvc"
     workspace.mkdir()
-    executor = PipelineExecutor(load_pipeline(PIPELINE), path=[bin_dir], base_env=clean_env())
+    executor = recorder_executor({}, bin_dir, tmp_path)
     result = executor.run({"HUGGINGFACE_MODEL": "org/model", "COMPRESS_MODEL": value}, {"shared-workspace": workspace})
     assert result.status_of(COMPRESS) == (SUCCEEDED if runs else SKIPPED)
     assert result.status_of(BUILD_PUSH) == SUCCEEDED  # a skipped task does not hold back the next
 
 
 def test_the_real_validate_decides_which_tasks_run(local_model: Path, tmp_path: Path) -> None:
-    """The real `modelcar validate` (the other stages recorded): COMPRESS_MODEL=yes and a registry URL."""
+    """The real `modelcar validate` of the task image (the other stages recorded): COMPRESS_MODEL=yes
+    and a registry URL. The task image has no compress extra, and validate does not need it."""
     bin_dir, log = make_recorder(tmp_path, real_validate=True)
-    executor = PipelineExecutor(load_pipeline(PIPELINE), path=[bin_dir], base_env=clean_env())
+    executor = recorder_executor({}, bin_dir, tmp_path)
     workspace = tmp_path / "pvc"
     workspace.mkdir()
     params = {

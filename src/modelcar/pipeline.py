@@ -66,10 +66,6 @@ def preflight(params: Params, planned: list[PlannedStage], workspace: Workspace)
     running = {stage.name for stage in planned if stage.runs}
     if DOWNLOAD in running:
         params.require_model()
-    if COMPRESS in running:
-        from .compression.extra import check_installed
-
-        check_installed()  # before a long download, not after it
     if CLEANUP in running:
         workspace.check_cleanable()
         if (
@@ -87,6 +83,18 @@ def preflight(params: Params, planned: list[PlannedStage], workspace: Workspace)
         raise ParameterError("MODEL_NAME", "", "required for register-model when there is no HUGGINGFACE_MODEL")
     if REGISTER in running:
         _check_register(params, running)
+
+
+def check_environment(planned: list[PlannedStage]) -> None:
+    """Checks that the packages of the stages this process runs are installed (exit 2).
+
+    Not part of preflight: `modelcar validate` checks parameters for every stage of a Tekton
+    pipeline, but runs in the task image, while compress-model runs in an image of its own.
+    """
+    if any(stage.runs and stage.name == COMPRESS for stage in planned):
+        from .compression.extra import check_installed
+
+        check_installed()  # before a long download, not after it
 
 
 def _check_register(params: Params, running: set[str]) -> None:
@@ -112,6 +120,7 @@ def run_pipeline(params: Params, ui: UI, stages: tuple[str, ...] = STAGE_NAMES, 
     workspace = Workspace(params.workspace)
     planned = plan(params, stages, explicit)
     preflight(params, planned, workspace)
+    check_environment(planned)
     with workspace.locked():
         workspace.ensure()
         record = RunRecord.load(workspace.run_json)

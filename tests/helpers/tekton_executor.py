@@ -16,11 +16,14 @@ fails loudly on anything else, so the pipeline cannot quietly rely on something 
   gets its own results directory, and declared results are read back after the steps;
 - stepTemplate merged into steps (env by name); env valueFrom secretKeyRef from fake secrets,
   honouring `optional`;
-- each step's script is run with sh, with the given PATH (the venv's bin, where `modelcar` is,
-  standing in for the task image), in a clean environment made of the base env and the step env;
+- each step runs in its image: the executor is given, for every image reference, the PATH that
+  stands for that image (an environment installed as the image's Containerfile installs the
+  project, and the base's commands), and nothing else is on PATH; a step whose image has none
+  is an error, as an image that cannot be pulled is on a cluster. The script is run with sh in a
+  clean environment made of the base env and the step env;
 - pipeline results from task results; a result of a skipped or failed task is not emitted.
 
-The step `image` is substituted and recorded, not pulled.
+The step `image` is substituted, recorded and looked up in `images`, not pulled.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ import re
 import subprocess
 import tempfile
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -121,7 +124,7 @@ class PipelineExecutor:
         self,
         pipeline: Mapping[str, Any],
         *,
-        path: list[Path],
+        images: Mapping[str, Sequence[Path]],
         base_env: Mapping[str, str] | None = None,
         secrets: Mapping[str, Mapping[str, str]] | None = None,
         step_timeout: float = 600,
@@ -131,7 +134,7 @@ class PipelineExecutor:
             raise TektonError("expected a tekton.dev/v1 Pipeline")
         self.pipeline = pipeline
         self.spec: dict[str, Any] = pipeline["spec"]
-        self.path = path
+        self.images = {image: list(paths) for image, paths in images.items()}
         self.base_env = dict(base_env or {})
         self.secrets = {k: dict(v) for k, v in (secrets or {}).items()}
         self.step_timeout = step_timeout
@@ -360,8 +363,10 @@ class PipelineExecutor:
         if "script" not in step or "command" in step or "args" in step:
             raise TektonError(f"{where}: only `script` steps are supported")
         image = resolve(step["image"])
+        if image not in self.images:
+            raise TektonError(f"{where}: no environment stands for image {image!r} (known: {sorted(self.images)})")
         env = dict(self.base_env)
-        env["PATH"] = os.pathsep.join(str(p) for p in self.path) + os.pathsep + env.get("PATH", "")
+        env["PATH"] = os.pathsep.join(str(p) for p in self.images[image])
         env["HOME"] = env.get("HOME") or tmp
         seen: set[str] = set()
         for item in step.get("env", []):

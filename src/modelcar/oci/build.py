@@ -6,6 +6,10 @@
 2. Meanwhile the base's manifest (or index: every platform) and configs are read.
 3. Base layers the destination lacks are mounted (same registry) or copied.
 4. Configs, manifests (and the index) are written; the tag goes last.
+Alongside, one platform of the base is checked against KServe's ModelCar contract from its layers'
+file lists (base_check.py); the verdict is remembered, so a re-push reads no base layer for it.
+A base or destination registry that cannot be reached at all is named by its parameter
+(BASE_IMAGE, OCI_IMAGE), with what to do instead.
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ from typing import Any
 
 from ..errors import ModelcarError
 from ..files import sha256_file
+from .base_check import Fitness, FitnessCache, Platform, check_in_background, scratch
+from .client import RegistryUnreachable
 from .digest_cache import DigestCache
 from .image import (
     INDEX_TYPES,
@@ -37,7 +43,7 @@ from .image import (
     scratch_config,
 )
 from .layers import LayerPlan, plan_layers, scan_model
-from .reference import ImageRef, LayoutRef
+from .reference import ImageRef, LayoutRef, RegistryRef
 from .store import AbortableBlob, ClientOptions, Clients, Store, open_store
 
 WORKERS = 4
@@ -45,6 +51,35 @@ WORKERS = 4
 
 class ImageError(ModelcarError):
     """The base image cannot be used."""
+
+
+class BaseUnreachable(ImageError):
+    """The base's registry does not answer: the message says how to build without it."""
+
+    def __init__(self, base: RegistryRef, cause: RegistryUnreachable) -> None:
+        source = base.name + (f"@{base.digest}" if base.digest else f":{base.tag or 'latest'}")
+        pinned = source[len(base.registry) :]
+        super().__init__(
+            f"cannot reach the base image BASE_IMAGE={base}: {cause}. To build without {base.registry}: "
+            f"set BASE_IMAGE to a mirror that holds it (e.g. BASE_IMAGE=<mirror-host>{pinned}); "
+            f"or copy it beforehand, where it can be reached, into an OCI layout "
+            f"(`skopeo copy docker://{source} oci:DIR:base`) and set BASE_IMAGE=oci:DIR:base; "
+            "or set BASE_IMAGE=scratch for no base, which KServe serves only with oci+native:// "
+            "or oci+fetch:// storage"
+        )
+
+
+class DestinationUnreachable(ModelcarError):
+    """The destination's registry does not answer."""
+
+    def __init__(self, destination: RegistryRef, cause: RegistryUnreachable) -> None:
+        advice = (
+            ""
+            if cause.handshake
+            else "; check the registry's host name and port, the network and any proxy (HTTPS_PROXY, NO_PROXY), "
+            "or write to an OCI layout (OCI_IMAGE=oci:DIR:TAG) and copy it later with `skopeo copy`"
+        )
+        super().__init__(f"cannot reach the destination OCI_IMAGE={destination}: {cause}{advice}")
 
 
 @dataclass
@@ -81,6 +116,7 @@ class BuildResult:
     uploaded_bytes: int
     base_layers_copied: int = 0
     annotations: dict[str, str] = field(default_factory=dict)
+    kserve: Fitness | None = None  # the base's fitness for KServe, when it was checked
 
 
 def build_and_push(
@@ -92,6 +128,7 @@ def build_and_push(
     cache: DigestCache,
     progress: Callable[[int], None] | None = None,
     workers: int = WORKERS,
+    base_check: FitnessCache | None = None,
     known_digests: dict[str, str] | None = None,
 ) -> BuildResult:
     """`known_digests`: files' sha256 (path -> sha256:...) known to be current, e.g. from run.json."""
@@ -110,11 +147,18 @@ def build_and_push(
             order = sorted(range(len(plans)), key=lambda i: -plans[i].size)
             jobs = {i: pool.submit(_push_layer, dest, plans[i], cache, progress, abort) for i in order}
             platforms, base_digest = _read_base(origin)
+            checking = _check_base(origin, platforms, base_check, abort)
             base_layers = {d.digest: d for p in platforms for d in p.layers}
             base_jobs = [pool.submit(_ensure_base_layer, dest, origin, d, abort) for d in base_layers.values()]
-            _raise_first_error([*jobs.values(), *base_jobs])
+            try:
+                _raise_first_error([*jobs.values(), *base_jobs])
+            except RegistryUnreachable as exc:
+                if isinstance(destination, RegistryRef) and exc.registry == destination.registry:
+                    raise DestinationUnreachable(destination, exc) from None
+                raise
             layers = [_layer_result(plans[i], jobs[i]) for i in range(len(plans))]
             copied = sum(1 for job in base_jobs if job.result())
+            kserve = checking.result() if checking is not None else None
         finally:
             abort.set()
             pool.shutdown(wait=True, cancel_futures=True)
@@ -140,6 +184,7 @@ def build_and_push(
         uploaded_bytes=sum(r.size for r in layers if r.uploaded),
         base_layers_copied=copied,
         annotations=annotations,
+        kserve=kserve,
     )
 
 
@@ -206,10 +251,29 @@ def _ensure_base_layer(dest: Store, origin: Store | None, descriptor: Descriptor
     return True
 
 
+def _check_base(
+    origin: Store | None, platforms: list[BasePlatform], cache: FitnessCache | None, abort: threading.Event
+) -> Future[Fitness] | None:
+    """The base's fitness for KServe, found in a thread of its own while the layers upload."""
+    if cache is None:
+        return None
+    if origin is None:
+        done: Future[Fitness] = Future()
+        done.set_result(scratch())
+        return done
+    named = [Platform(_platform_name(_platform_of(p)), p.layers, p.config) for p in platforms]
+    return check_in_background(origin, str(origin.ref), named, cache, abort)
+
+
 def _read_base(origin: Store | None) -> tuple[list[BasePlatform], str | None]:
     if origin is None:
         return [BasePlatform(None, [], scratch_config())], None
-    data, media_type, digest = origin.manifest(origin.ref.reference)
+    try:
+        data, media_type, digest = origin.manifest(origin.ref.reference)
+    except RegistryUnreachable as exc:
+        if isinstance(origin.ref, RegistryRef):
+            raise BaseUnreachable(origin.ref, exc) from None
+        raise
     doc = _json(data, f"the base image {origin.ref}")
     if media_type in INDEX_TYPES:
         platforms = []
@@ -274,6 +338,11 @@ def _write_manifests(
 
 def _blob_of_config(config: dict[str, Any]) -> Blob:
     return Blob.of(OCI_CONFIG, config)
+
+
+def _platform_of(platform: BasePlatform) -> dict[str, Any]:
+    """The platform as the index names it, else as the config does."""
+    return (platform.descriptor.platform if platform.descriptor else None) or platform.config
 
 
 def _platform_name(platform: dict[str, Any]) -> str:

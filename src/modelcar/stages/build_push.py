@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any
 
+from ..oci.base_check import FitnessCache
 from ..oci.build import BuildResult, build_and_push
 from ..oci.digest_cache import DigestCache
 from ..oci.file_digests import recorded_digests
@@ -12,6 +13,7 @@ from ..oci.store import ClientOptions
 from .context import StageContext
 
 CACHE_NAME = ".modelcar-layer-digests.json"
+BASE_CHECK_NAME = ".modelcar-base-check.json"  # the base's fitness for KServe, per layer digests
 SOURCE_ANNOTATION = "io.modelcar.source"
 
 
@@ -31,9 +33,13 @@ def run(context: StageContext) -> None:
             annotations,
             cache,
             progress=bar.advance,
+            base_check=FitnessCache(context.workspace.root / BASE_CHECK_NAME),
             known_digests=recorded_digests(context.record.data, model_dir),
         )
     context.record.set("image", image_record(result))
+    if result.kserve is not None:
+        for level, text in result.kserve.messages():
+            (context.ui.warn if level == "warning" else context.ui.info)(text)
     context.ui.info(summary(result))
 
 
@@ -71,6 +77,7 @@ def image_record(result: BuildResult) -> dict[str, Any]:
         }
         for layer in result.layers
     ]
+    data["kserve"] = result.kserve.to_json() if result.kserve is not None else None
     return data
 
 

@@ -1,0 +1,192 @@
+"""An image's file tree from its layers' tar headers alone (no file is extracted or kept).
+
+Layers apply in order: a layer's whiteouts (`.wh.NAME`, and `.wh..wh..opq` for a whole
+directory) delete what the layers below it hold, then its entries are added; symlinks are
+resolved as the container's root would resolve them (absolute targets from the image's root).
+Layers may be plain tar, gzip, bzip2 or xz; zstd needs the `zstandard` module.
+"""
+
+from __future__ import annotations
+
+import io
+import posixpath
+import tarfile
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+DIR, FILE, SYMLINK, OTHER = "dir", "file", "symlink", "other"
+WHITEOUT = ".wh."
+OPAQUE = ".wh..wh..opq"
+MAX_SYMLINKS = 40  # as Linux's path lookup
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+
+
+class LayerFormatError(Exception):
+    """A layer that is not a tar archive this module can read."""
+
+
+@dataclass(frozen=True)
+class Entry:
+    parts: tuple[str, ...]
+    kind: str
+    mode: int
+    target: str = ""  # a symlink's target
+
+
+@dataclass
+class LayerFiles:
+    """One layer's headers: entries in archive order, and what it deletes from the layers below."""
+
+    entries: list[Entry] = field(default_factory=list)
+    whiteouts: list[tuple[str, ...]] = field(default_factory=list)
+    opaque: list[tuple[str, ...]] = field(default_factory=list)
+
+
+@dataclass
+class Node:
+    kind: str
+    mode: int = 0o755
+    target: str = ""
+    children: dict[str, Node] = field(default_factory=dict)
+
+
+class RootFS:
+    def __init__(self) -> None:
+        self.root = Node(DIR)
+
+    def apply(self, layer: LayerFiles) -> None:
+        for parts in layer.opaque:
+            node = self._walk(parts)
+            if node is not None and node.kind == DIR:
+                node.children.clear()
+        for parts in layer.whiteouts:
+            parent = self._walk(parts[:-1])
+            if parent is not None and parent.kind == DIR:
+                parent.children.pop(parts[-1], None)
+        for entry in layer.entries:
+            parent = self._walk(entry.parts[:-1], create=True)
+            if parent is None or parent.kind != DIR:
+                continue  # under a file: no runtime could extract it either
+            name = entry.parts[-1]
+            old = parent.children.get(name)
+            if entry.kind == DIR and old is not None and old.kind == DIR:
+                old.mode = entry.mode  # a directory again: what the layers below put in it stays
+                continue
+            parent.children[name] = Node(entry.kind, entry.mode, entry.target)
+
+    def lookup(self, path: str) -> Node | None:
+        """The node at `path`, every symlink on the way (the last one included) followed."""
+        return self._walk(tuple(path.split("/")))
+
+    def which(self, name: str, path_dirs: Iterable[str]) -> str | None:
+        """Where a shell finds the command `name` on PATH: an executable file (via links), else None."""
+        for directory in path_dirs:
+            if not directory.startswith("/"):
+                continue  # a relative PATH entry depends on the working directory
+            candidate = posixpath.join(directory, name)
+            node = self.lookup(candidate)
+            if node is not None and node.kind == FILE and node.mode & 0o111:
+                return candidate
+        return None
+
+    def _walk(self, parts: tuple[str, ...], create: bool = False) -> Node | None:
+        stack = [self.root]
+        pending = list(reversed(parts))
+        hops = 0
+        while pending:
+            name = pending.pop()
+            if name in ("", "."):
+                continue
+            if name == "..":
+                if len(stack) > 1:
+                    stack.pop()
+                continue
+            current = stack[-1]
+            if current.kind != DIR:
+                return None
+            child = current.children.get(name)
+            if child is None:
+                if not create:
+                    return None
+                child = current.children[name] = Node(DIR)
+            if child.kind == SYMLINK:
+                hops += 1
+                if hops > MAX_SYMLINKS:
+                    return None
+                if child.target.startswith("/"):
+                    stack = [self.root]
+                pending.extend(reversed(child.target.split("/")))
+                continue
+            stack.append(child)
+        return stack[-1]
+
+
+def read_layer(chunks: Iterable[bytes]) -> LayerFiles:
+    """The headers of one layer blob, streamed (file contents are skipped over, never kept)."""
+    raw = _ChunkReader(chunks)
+    stream: Any = io.BufferedReader(raw, 1 << 16)
+    if raw.peek(4) == ZSTD_MAGIC:
+        try:
+            import zstandard
+        except ImportError:
+            raise LayerFormatError("it is zstd-compressed and the zstandard module is not installed") from None
+        stream = zstandard.ZstdDecompressor().stream_reader(stream)
+    files = LayerFiles()
+    try:
+        with tarfile.open(fileobj=stream, mode="r|*") as tar:
+            for info in tar:
+                _add(files, info)
+    except (tarfile.TarError, EOFError, OSError, ValueError) as exc:
+        raise LayerFormatError(f"it is not a readable tar archive ({type(exc).__name__}: {exc})") from None
+    return files
+
+
+def _add(files: LayerFiles, info: tarfile.TarInfo) -> None:
+    path = posixpath.normpath("/" + info.name).lstrip("/")
+    if not path or path == ".":
+        return
+    parts = tuple(path.split("/"))
+    base = parts[-1]
+    if base == OPAQUE:
+        files.opaque.append(parts[:-1])
+    elif base.startswith(WHITEOUT):
+        files.whiteouts.append((*parts[:-1], base[len(WHITEOUT) :]))
+    elif info.isdir():
+        files.entries.append(Entry(parts, DIR, info.mode))
+    elif info.issym():
+        files.entries.append(Entry(parts, SYMLINK, info.mode, info.linkname))
+    elif info.isfile() or info.islnk():  # a hard link: the file again, its header has the mode
+        files.entries.append(Entry(parts, FILE, info.mode))
+    else:
+        files.entries.append(Entry(parts, OTHER, info.mode))
+
+
+class _ChunkReader(io.RawIOBase):
+    """A file over an iterator of byte chunks, with a look at the first bytes."""
+
+    def __init__(self, chunks: Iterable[bytes]) -> None:
+        self._chunks: Iterator[bytes] = iter(chunks)
+        self._view = memoryview(b"")
+
+    def readable(self) -> bool:
+        return True
+
+    def peek(self, size: int) -> bytes:
+        while len(self._view) < size:
+            chunk = next(self._chunks, None)
+            if chunk is None:
+                break
+            self._view = memoryview(bytes(self._view) + chunk)
+        return bytes(self._view[:size])
+
+    def readinto(self, buffer: Any) -> int:
+        while not self._view:
+            chunk = next(self._chunks, None)
+            if chunk is None:
+                return 0
+            self._view = memoryview(chunk)
+        n = min(len(buffer), len(self._view))
+        buffer[:n] = self._view[:n]
+        self._view = self._view[n:]
+        return n

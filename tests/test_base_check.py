@@ -61,7 +61,7 @@ def test_symlinked_directories_and_hard_links_resolve_as_in_ubi() -> None:
             file("usr/bin/bash"),
             symlink("usr/bin/sh", "bash"),
             file("usr/bin/coreutils"),
-            Member("usr/bin/ln", "hardlink", "usr/bin/coreutils"),
+            Member("usr/bin/ln", "hardlink", "usr/bin/coreutils", mode=0),  # the target's mode counts
             symlink("usr/bin/sleep", "/usr/bin/coreutils"),
             symlink("usr/bin/ls", "../../usr/./bin/coreutils"),
         ]

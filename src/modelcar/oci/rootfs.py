@@ -15,7 +15,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-DIR, FILE, SYMLINK, OTHER = "dir", "file", "symlink", "other"
+DIR, FILE, SYMLINK, HARDLINK, OTHER = "dir", "file", "symlink", "hardlink", "other"
 WHITEOUT = ".wh."
 OPAQUE = ".wh..wh..opq"
 MAX_SYMLINKS = 40  # as Linux's path lookup
@@ -72,6 +72,11 @@ class RootFS:
             old = parent.children.get(name)
             if entry.kind == DIR and old is not None and old.kind == DIR:
                 old.mode = entry.mode  # a directory again: what the layers below put in it stays
+                continue
+            if entry.kind == HARDLINK:  # the file it names, again (its mode, should the header's be off)
+                target = self._walk(tuple(entry.target.split("/")))
+                mode = target.mode if target is not None and target.kind == FILE else entry.mode
+                parent.children[name] = Node(FILE, mode)
                 continue
             parent.children[name] = Node(entry.kind, entry.mode, entry.target)
 
@@ -156,7 +161,9 @@ def _add(files: LayerFiles, info: tarfile.TarInfo) -> None:
         files.entries.append(Entry(parts, DIR, info.mode))
     elif info.issym():
         files.entries.append(Entry(parts, SYMLINK, info.mode, info.linkname))
-    elif info.isfile() or info.islnk():  # a hard link: the file again, its header has the mode
+    elif info.islnk():
+        files.entries.append(Entry(parts, HARDLINK, info.mode, posixpath.normpath("/" + info.linkname).lstrip("/")))
+    elif info.isfile():
         files.entries.append(Entry(parts, FILE, info.mode))
     else:
         files.entries.append(Entry(parts, OTHER, info.mode))

@@ -231,16 +231,17 @@ class RegistryClient:
             return next((c for c in self._creds_cache.values() if c is not None), None)
 
     def _denied(self, status: int, why: str, fix: str = "") -> RegistryError:
-        """A refusal, naming the auth file the credentials came from (or the files looked in)."""
+        """A refusal, naming the auth file the credentials came from (or the files looked in).
+        `fix` replaces "log in again" where credentials were sent."""
         creds = self._known_credentials()
         if creds is not None and creds.source:
             where = f"the credentials used came from {creds.source}"
             login = f"skopeo login --authfile {creds.source} {self.registry}"
             fix = fix or f"log in again (e.g. `{login}`) or pass --authfile"
-        else:
+        else:  # whatever else is wrong, there are no credentials to begin with
             looked = ", ".join(str(p) for p in auth_file_candidates(self.authfile))
             where = f"no credentials for it were found (looked in {looked})"
-            fix = fix or f"log in (e.g. `skopeo login {self.registry}`) or pass --authfile"
+            fix = f"log in (e.g. `skopeo login {self.registry}`) or pass --authfile"
         return RegistryError(f"registry {self.registry} denied access (HTTP {status}): {why}; {where}; {fix}", status)
 
     # ---- the request loop -----------------------------------------------------------------
@@ -471,6 +472,7 @@ def _describe_scopes(scopes: str) -> str:
     for scope in scopes.split():
         kind, _, rest = scope.partition(":")
         name, _, actions = rest.rpartition(":")
+        actions = ",".join(sorted(actions.split(",")))
         described.append(f"{actions} access to {kind} {name}" if name else scope)
     return " and ".join(described) or "more access"
 

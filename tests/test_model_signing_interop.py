@@ -86,6 +86,25 @@ def test_model_signing_signs_and_verifies_a_modelcar_from_its_annotations(
     assert verified.returncode == 0, verified.stdout + verified.stderr
     assert "Verification succeeded" in verified.stdout
 
+    # modelcar reads the same signature: inspect sees it, verify checks it with the key.
+    shown = run_cli("inspect", image["pinned"], "--no-tls-verify", "--json")
+    assert shown.returncode == 0, shown.output
+    assert json.loads(shown.stdout)["signature"]["kind"] == "model-signing"
+    ours = run_cli(
+        "verify",
+        image["pinned"],
+        "--no-tls-verify",
+        "--public-key",
+        str(public),
+        "--local-model",
+        str(workspace / "model"),
+    )
+    assert ours.returncode == 0, ours.output
+    (tmp_path / "other").mkdir()
+    other_key = model_signing_tool.write_key_pair(tmp_path / "other")[1]
+    wrong = run_cli("verify", image["pinned"], "--no-tls-verify", "--public-key", str(other_key))
+    assert wrong.returncode == 1 and "another key" in wrong.stderr, wrong.output
+
     # A local file that is not what was signed is caught, by name.
     tampered = tmp_path / "tampered"
     shutil.copytree(workspace / "model", tampered)
@@ -95,6 +114,10 @@ def test_model_signing_signs_and_verifies_a_modelcar_from_its_annotations(
     )
     assert refused.returncode != 0
     assert "tokenizer.json" in refused.stdout + refused.stderr
+    ours = run_cli(
+        "verify", image["pinned"], "--no-tls-verify", "--public-key", str(public), "--local-model", str(tampered)
+    )
+    assert ours.returncode == 1 and "sub/tokenizer.json" in ours.stderr, ours.output
 
 
 @pytest.mark.skipif(not OLOT.exists(), reason="olot is not installed in .tools/olot-venv (make install-test)")

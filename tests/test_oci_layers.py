@@ -86,6 +86,7 @@ def test_file_annotations_carry_the_files_own_sha256_hashed_while_streaming(tmp_
             "olot.layer.content.type": "file",
             "olot.layer.content.inlayerpath": f"/models/{name}",
             "olot.layer.content.name": name.rsplit("/", 1)[-1],
+            "io.modelcar.layer.content.size": str((model / name).stat().st_size),
         }
 
 

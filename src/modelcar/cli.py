@@ -329,3 +329,6 @@ def show_command(**options: Any) -> None:
         UI(quiet=quiet).error(str(exc))
         sys.exit(exc.exit_code)
     click.echo(json.dumps(record.data, indent=2))
+
+
+from . import cli_readback  # noqa: E402,F401  (inspect, verify, pull: registered on main)

@@ -1,0 +1,125 @@
+"""`modelcar inspect | verify | pull REF`: a ModelCar read back (the commands; logic in readback.py).
+
+Registered on the main group by cli.py. The registry options (auth, TLS) are build-push's, with
+the same environment variables. Exit status: 0 ok, 1 a mismatch or failure, 2 bad input.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from . import readback
+from .cli import TLS_OPTIONS, _option, main
+from .errors import ModelcarError
+from .oci.store import ClientOptions
+from .params import load_params
+from .ui import UI
+
+REGISTRY_OPTIONS = [
+    _option(
+        "--authfile",
+        field="authfile",
+        help="Registry credentials file (docker config.json / containers auth.json).",
+    ),
+    *TLS_OPTIONS,
+]
+
+
+def _with_registry(func: Callable[..., Any]) -> Callable[..., Any]:
+    for option in reversed(REGISTRY_OPTIONS):
+        func = option(func)
+    return click.argument("ref")(func)
+
+
+def _client_options(options: dict[str, Any]) -> ClientOptions:
+    params = load_params({k: options.pop(k) for k in ("authfile", "tls_verify", "ca_bundle")})
+    return ClientOptions(tls_verify=params.tls_verify, ca_bundle=params.ca_bundle, authfile=params.authfile)
+
+
+def _run(ui: UI, work: Callable[[], None]) -> None:
+    try:
+        work()
+    except ModelcarError as exc:
+        ui.error(str(exc))
+        if os.environ.get("MODELCAR_DEBUG"):
+            traceback.print_exception(exc)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        ui.error("interrupted; run the same command again to continue")
+        sys.exit(130)
+    except Exception as exc:  # a bug: say so, and show where with MODELCAR_DEBUG=1
+        ui.error(f"internal error: {type(exc).__name__}: {exc}")
+        if os.environ.get("MODELCAR_DEBUG"):
+            traceback.print_exc()
+        sys.exit(1)
+
+
+@main.command("inspect")
+@_with_registry
+@click.option("--json", "json_output", is_flag=True, help="Print one JSON object on stdout.")
+def inspect_command(ref: str, json_output: bool, **options: Any) -> None:
+    """Show a ModelCar from its manifests and configs (no model layer is read): platforms, base,
+    every model file with size and sha256, source, signature, KServe readiness.
+
+    REF is a registry reference (host/repo[:tag][@sha256:...]) or oci:DIR[:TAG].
+    """
+    ui = UI(quiet=False)
+
+    def work() -> None:
+        report = readback.inspect(readback.parse_ref(ref), _client_options(options))
+        click.echo(json.dumps(report, indent=2) if json_output else readback.render_inspect(report))
+
+    _run(ui, work)
+
+
+@main.command("verify")
+@_with_registry
+@click.option(
+    "--public-key",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="PEM EC public key: check the attached signature (model-signing) and the signed file digests.",
+)
+@click.option(
+    "--local-model",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Also check the files in this directory against the image's (or the signature's) digests.",
+)
+def verify_command(ref: str, public_key: Path | None, local_model: Path | None, **options: Any) -> None:
+    """Check a ModelCar: with --public-key its signature; without, every model layer's bytes
+    against its digest, the config's diff_id and the per-file digests. Exit 1 names the file."""
+    ui = UI(quiet=False)
+
+    def work() -> None:
+        for line in readback.verify(readback.parse_ref(ref), _client_options(options), public_key, local_model):
+            ui.info(f"verify: {line}")
+        click.echo(f"verified {ref}")
+
+    _run(ui, work)
+
+
+@main.command("pull")
+@_with_registry
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+def pull_command(ref: str, directory: Path, **options: Any) -> None:
+    """Extract /models of a ModelCar into DIRECTORY, each file checked against its digest; an
+    interrupted pull resumes; entries that could leave DIRECTORY are refused."""
+    ui = UI(quiet=False)
+
+    def work() -> None:
+        result = readback.pull_image(readback.parse_ref(ref), _client_options(options), directory)
+        ui.info(
+            f"pull: {len(result.files)} files from {result.layers_read} layers"
+            + (f", {len(result.reused)} already there" if result.reused else "")
+            + (f", {len(result.links)} links" if result.links else "")
+            + f" in {directory}"
+        )
+
+    _run(ui, work)

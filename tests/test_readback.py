@@ -218,6 +218,20 @@ def test_pull_refuses_hostile_entries_naming_them(oci_registry: Registry, tmp_pa
     assert not (tmp_path / "out" / "evil").exists() and not (tmp_path / "evil").exists()
 
 
+def test_pull_refuses_a_chain_of_links_that_leads_out(oci_registry: Registry, tmp_path: Path) -> None:
+    data = _layer(
+        [
+            _entry("models/", tarfile.DIRTYPE),
+            _entry("models/here", tarfile.SYMTYPE, link="."),  # each link alone stays inside
+            _entry("models/up", tarfile.SYMTYPE, link="here/.."),
+        ]
+    )
+    layout = _hand_made(tmp_path / "layout", [(data, DIRECTORY)])
+    result = run_cli("pull", f"oci:{layout}", str(tmp_path / "out"))
+    assert result.returncode == 1 and "/models/up" in result.stderr, result.output
+    assert not (tmp_path / "out" / "up").is_symlink()
+
+
 def test_tampering_is_caught_naming_the_file(oci_registry: Registry, busybox_layout: Path, tmp_path: Path) -> None:
     workspace = _workspace(tmp_path / "ws")
     layout_dir = tmp_path / "image"

@@ -198,6 +198,12 @@ def pull(reader: ImageReader, image: PlatformImage, dest: Path) -> PullResult:
         path.parent.mkdir(parents=True, exist_ok=True)
         os.symlink(target, path)
         result.links.append(rel)
+    for rel in result.links:  # each link stays inside on its own; a chain of them must too
+        path = root / rel
+        resolved = path.resolve()
+        if resolved != root and root not in resolved.parents:
+            path.unlink()
+            raise HostileEntry(f"refusing the link /{ROOT}/{rel}: with the other links it leads outside {root}")
     return result
 
 
@@ -255,8 +261,11 @@ def _check_file(described: ModelFile, rel: str, digest: str) -> None:
 def _inside(root: Path, rel: str, member: tarfile.TarInfo | None) -> Path:
     """`root/rel`, refused when a directory on the way is a link leading outside root."""
     target = root / rel
-    parent = target.parent.resolve() if target.parent.exists() else target.parent
-    if parent != root and root not in parent.parents:
+    existing = target.parent
+    while not existing.exists() and existing != root and root in existing.parents:
+        existing = existing.parent
+    resolved = existing.resolve()
+    if resolved != root and root not in resolved.parents:
         name = member.name if member is not None else rel
         raise HostileEntry(f"refusing entry {name!r}: it would be written through a link, outside {root}")
     return target

@@ -149,3 +149,33 @@ def test_our_file_annotations_are_olots_for_the_same_files(
 
     assert annotations(ours) == annotations(theirs)
     assert len(annotations(ours)) == 4
+
+
+@needs_tool
+@pytest.mark.parametrize("extra_small", [0, 101], ids=["file-layers", "directory-layers"])
+def test_our_signature_verifies_with_model_signing(
+    oci_registry: Registry, busybox_layout: Path, tmp_path: Path, extra_small: int
+) -> None:
+    workspace = _model(tmp_path / "ws", extra_small)
+    image = _push(workspace, f"{oci_registry.host}/interop/ours-{extra_small}:1", f"oci:{busybox_layout}")
+    private, public = model_signing_tool.write_key_pair(tmp_path)
+    signed = run_cli("sign", image["pinned"], "--no-tls-verify", "--sign-key", str(private))
+    assert signed.returncode == 0, signed.output
+
+    theirs = model_signing_tool.run(
+        "verify", "key", image["pinned"], "--public-key", str(public), "--local-model", str(workspace / "model")
+    )
+    assert theirs.returncode == 0, theirs.stdout + theirs.stderr
+    assert "Verification succeeded" in theirs.stdout
+    ours = run_cli("verify", image["pinned"], "--no-tls-verify", "--public-key", str(public))
+    assert ours.returncode == 0, ours.output
+
+    # The same signature in a layout (oci:), found by its tag there.
+    layout = tmp_path / "layout"
+    result = run_cli(*build_push_args(workspace, f"oci:{layout}:1", f"oci:{busybox_layout}"))
+    assert result.returncode == 0, result.output
+    assert run_cli("sign", f"oci:{layout}:1", "--sign-key", str(private)).returncode == 0
+    checked = run_cli(
+        "verify", f"oci:{layout}:1", "--public-key", str(public), "--local-model", str(workspace / "model")
+    )
+    assert checked.returncode == 0, checked.output

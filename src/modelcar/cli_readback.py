@@ -1,4 +1,4 @@
-"""`modelcar inspect | verify | pull REF`: a ModelCar read back (the commands; logic in readback.py).
+"""`modelcar inspect | verify | pull | sign REF`: a ModelCar read back (the commands; logic in readback.py).
 
 Registered on the main group by cli.py. The registry options (auth, TLS) are build-push's, with
 the same environment variables. Exit status: 0 ok, 1 a mismatch or failure, 2 bad input.
@@ -121,5 +121,28 @@ def pull_command(ref: str, directory: Path, **options: Any) -> None:
             + (f", {len(result.links)} links" if result.links else "")
             + f" in {directory}"
         )
+
+    _run(ui, work)
+
+
+@main.command("sign")
+@_with_registry
+@click.option(
+    "--sign-key",
+    "sign_key",
+    envvar="SIGN_KEY",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="PEM EC private key (P-256/384/521).  [env: SIGN_KEY]",
+)
+def sign_command(ref: str, sign_key: Path, **options: Any) -> None:
+    """Sign a ModelCar's files as model-signing does (from the manifest's per-file digests) and
+    attach the signature beside it (tag sha256-<digest>.sig); `modelcar verify --public-key` and
+    `model_signing verify key` check it."""
+    ui = UI(quiet=False)
+
+    def work() -> None:
+        tag, digest, count = readback.sign_image(readback.parse_ref(ref), _client_options(options), sign_key)
+        ui.info(f"sign: {count} files signed; signature {digest} under the tag {tag}")
 
     _run(ui, work)

@@ -186,6 +186,24 @@ def _compare_local(local: Path, expected: dict[str, str]) -> None:
         )
 
 
+def sign_image(ref: ImageRef, options: ClientOptions, private_key: Path) -> tuple[str, str, int]:
+    """Signs the image's files (from its annotations; directory layers read) as model-signing
+    does and attaches the signature; returns (tag, signature digest, files signed)."""
+    from .signing.sign import attach, sign_files
+
+    with ImageReader(ref, options) as reader:
+        view = reader.read()
+        files: dict[str, str] = {}
+        for image in view.platforms:
+            found = _image_digests(reader, image)
+            if files and found != files:
+                raise Mismatch(f"the platforms of {ref} hold different model files; sign each platform's image")
+            files = found
+        bundle = sign_files(files, private_key, name=view.annotations.get("org.opencontainers.image.title", "model"))
+        digest = attach(reader.store, view.digest, bundle)
+    return view.digest.replace(":", "-") + ".sig", digest, len(files)
+
+
 def pull_image(ref: ImageRef, options: ClientOptions, dest: Path) -> PullResult:
     if dest.exists() and not dest.is_dir():
         raise UsageError(f"invalid DIR={str(dest)!r}: exists and is not a directory")

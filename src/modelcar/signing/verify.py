@@ -76,13 +76,20 @@ def verify_bundle(data: bytes, public_key: Path) -> dict[str, str]:
 
 
 def _resources(payload: bytes) -> dict[str, str]:
+    """The signed files; the subject digest must be the sha256 over their digests, in order."""
     try:
         statement: dict[str, Any] = json.loads(payload)
         resources = statement["predicate"]["resources"]
-        return {
-            str(r["name"]): f"{r.get('algorithm', 'sha256')}:{r['digest']}"
-            for r in resources
-            if r.get("algorithm", "sha256") == "sha256"
-        }
-    except (ValueError, KeyError, TypeError) as exc:
+        root = hashlib.sha256()
+        files = {}
+        for r in resources:
+            if r.get("algorithm", "sha256") != "sha256":
+                raise SignatureInvalid(f"the signature hashes {r.get('name')} with {r.get('algorithm')}, not sha256")
+            root.update(bytes.fromhex(r["digest"]))
+            files[str(r["name"])] = "sha256:" + str(r["digest"])
+        subject = statement["subject"][0]["digest"]["sha256"]
+    except (ValueError, KeyError, TypeError, IndexError) as exc:
         raise SignatureInvalid(f"the signed statement lists no files ({exc})") from None
+    if subject != root.hexdigest():
+        raise SignatureInvalid("the signed statement is inconsistent: its subject digest is not that of its files")
+    return files

@@ -311,3 +311,14 @@ def test_pull_of_an_olot_and_skopeo_image_gives_the_same_files(
         assert _files(target) == _files(model)
         checked = run_cli("verify", ref, "--no-tls-verify", "--local-model", str(model))
         assert checked.returncode == 0, checked.output
+
+
+def test_bad_input_exits_2(tmp_path: Path) -> None:
+    bad = run_cli("inspect", "Not A Reference!")
+    assert bad.returncode == 2 and "REF" in bad.stderr, bad.output
+    (tmp_path / "file").write_text("x")
+    layout = _hand_made(tmp_path / "layout", [(_layer([_entry("models/a", data=b"a")]), DIRECTORY)])
+    not_dir = run_cli("pull", f"oci:{layout}", str(tmp_path / "file"))
+    assert not_dir.returncode == 2 and "DIR" in not_dir.stderr, not_dir.output
+    missing = run_cli("inspect", f"oci:{tmp_path / 'nowhere'}")
+    assert missing.returncode == 1 and "index.json" in missing.stderr, missing.output

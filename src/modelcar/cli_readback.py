@@ -12,16 +12,19 @@ import sys
 import traceback
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from . import readback
 from .cli import TLS_OPTIONS, _option, main
 from .errors import ModelcarError
-from .oci.store import ClientOptions
 from .params import load_params
 from .ui import UI
+
+if TYPE_CHECKING:
+    from .oci.store import ClientOptions
+
+# The commands import their logic (and httpx) when they run: every other command starts faster.
 
 REGISTRY_OPTIONS = [
     _option(
@@ -40,6 +43,8 @@ def _with_registry(func: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _client_options(options: dict[str, Any]) -> ClientOptions:
+    from .oci.store import ClientOptions
+
     params = load_params({k: options.pop(k) for k in ("authfile", "tls_verify", "ca_bundle")})
     return ClientOptions(tls_verify=params.tls_verify, ca_bundle=params.ca_bundle, authfile=params.authfile)
 
@@ -74,6 +79,8 @@ def inspect_command(ref: str, json_output: bool, **options: Any) -> None:
     ui = UI(quiet=False)
 
     def work() -> None:
+        from . import readback
+
         report = readback.inspect(readback.parse_ref(ref), _client_options(options))
         click.echo(json.dumps(report, indent=2) if json_output else readback.render_inspect(report))
 
@@ -98,6 +105,8 @@ def verify_command(ref: str, public_key: Path | None, local_model: Path | None, 
     ui = UI(quiet=False)
 
     def work() -> None:
+        from . import readback
+
         for line in readback.verify(readback.parse_ref(ref), _client_options(options), public_key, local_model):
             ui.info(f"verify: {line}")
         click.echo(f"verified {ref}")
@@ -114,6 +123,8 @@ def pull_command(ref: str, directory: Path, **options: Any) -> None:
     ui = UI(quiet=False)
 
     def work() -> None:
+        from . import readback
+
         result = readback.pull_image(readback.parse_ref(ref), _client_options(options), directory)
         ui.info(
             f"pull: {len(result.files)} files from {result.layers_read} layers"
@@ -142,6 +153,8 @@ def sign_command(ref: str, sign_key: Path, **options: Any) -> None:
     ui = UI(quiet=False)
 
     def work() -> None:
+        from . import readback
+
         tag, digest, count = readback.sign_image(readback.parse_ref(ref), _client_options(options), sign_key)
         ui.info(f"sign: {count} files signed; signature {digest} under the tag {tag}")
 

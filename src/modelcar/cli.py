@@ -90,7 +90,19 @@ COMPRESS_OPTIONS = [
         "--evaluate",
         "--no-evaluate",
         "evaluate",
-        "Measure perplexity before and after compression.",
+        "Measure perplexity before and after compression; fail when it rises past --max-perplexity-ratio.",
+    ),
+    _option(
+        "--evaluate-dataset",
+        field="evaluate_dataset",
+        help="Text --evaluate measures on: c4, a Hub dataset id or a local file "
+        "(default: held-out samples of --dataset, never used to calibrate).",
+    ),
+    _option(
+        "--max-perplexity-ratio",
+        field="max_perplexity_ratio",
+        help="With --evaluate, compress-model fails (original kept) when perplexity after / before "
+        "exceeds this (default 1.5).",
     ),
 ]
 IMAGE_OPTIONS = [

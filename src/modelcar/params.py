@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import re
 from collections.abc import Mapping
@@ -44,6 +45,8 @@ SCHEMES_WITH_CALIBRATION = ("gptq", "w8a8")
 DEFAULT_GROUP_SIZE = 128
 MIN_GROUP_SIZE, MAX_GROUP_SIZE = 16, 1024
 PER_CHANNEL = "channel"
+# The quality gate of --evaluate: compress-model fails when perplexity after / before exceeds it.
+DEFAULT_MAX_PERPLEXITY_RATIO = 1.5
 
 # The environment variable (= Tekton parameter) of each field, for lookups and error messages.
 ENV_NAMES: dict[str, str] = {
@@ -60,6 +63,8 @@ ENV_NAMES: dict[str, str] = {
     "sequence_length": "SEQUENCE_LENGTH",
     "num_calibration_samples": "NUM_CALIBRATION_SAMPLES",
     "evaluate": "EVALUATE",
+    "evaluate_dataset": "EVALUATE_DATASET",
+    "max_perplexity_ratio": "MAX_PERPLEXITY_RATIO",
     "model_name": "MODEL_NAME",
     "model_version": "MODEL_VERSION",
     "registry_url": "MODEL_REGISTRY_URL",
@@ -124,6 +129,8 @@ class Params:
     sequence_length: int = 2048
     num_calibration_samples: int = 512
     evaluate: bool = False
+    evaluate_dataset: str | None = None  # None: held-out samples of DATASET
+    max_perplexity_ratio: float = DEFAULT_MAX_PERPLEXITY_RATIO
     model_name: str | None = None
     model_version: str = "1.0.0"
     registry_url: str | None = None
@@ -198,6 +205,8 @@ def load_params(cli: Mapping[str, Any], environ: Mapping[str, str] | None = None
         "sequence_length": _calibration_param(raw, scheme, "sequence_length", _positive, 2048),
         "num_calibration_samples": _calibration_param(raw, scheme, "num_calibration_samples", _positive, 512),
         "evaluate": _bool(raw, "evaluate", False),
+        "evaluate_dataset": _evaluate_dataset(raw),
+        "max_perplexity_ratio": _ratio(raw, "max_perplexity_ratio", DEFAULT_MAX_PERPLEXITY_RATIO),
         "model_name": _model_name(raw, model, model_is_local),
         "model_version": _non_blank(raw, "model_version", "1.0.0"),
         "registry_url": _url(raw, "registry_url"),
@@ -416,6 +425,29 @@ def _dataset(raw: _Raw, field: str) -> str:
             "c4, a Hub dataset id org/name, or a local .jsonl/.json/.txt/.parquet file",
         )
     return value
+
+
+def _evaluate_dataset(raw: _Raw) -> str | None:
+    if not raw.given("evaluate_dataset"):
+        return None
+    if not _bool(raw, "evaluate", False):
+        value = raw.get("evaluate_dataset")
+        raise _fail("evaluate_dataset", value, "not set: only --evaluate (EVALUATE=true) reads it")
+    return _dataset(raw, "evaluate_dataset")
+
+
+def _ratio(raw: _Raw, field: str, default: float) -> float:
+    value = raw.get(field)
+    if value is None:
+        return default
+    accepted = "a number of at least 1 (the perplexity after compression / before), e.g. 1.5"
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise _fail(field, value, accepted) from None
+    if not math.isfinite(number) or number < 1:
+        raise _fail(field, value, accepted)
+    return number
 
 
 def _model_name(raw: _Raw, model: str | None, model_is_local: bool) -> str | None:

@@ -66,6 +66,10 @@ def preflight(params: Params, planned: list[PlannedStage], workspace: Workspace)
     running = {stage.name for stage in planned if stage.runs}
     if DOWNLOAD in running:
         params.require_model()
+    if COMPRESS in running:
+        from .compression.early import check_before_work
+
+        check_before_work(params, workspace.model_dir, downloads=DOWNLOAD in running)
     if CLEANUP in running:
         workspace.check_cleanable()
         if (

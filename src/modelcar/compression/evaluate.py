@@ -1,4 +1,8 @@
-"""Perplexity on held-out calibration samples: what compression cost, in one number per model."""
+"""Perplexity on held-out text: what compression cost, in one number per model.
+
+A model that compression broke can have a loss whose exponential overflows, or a NaN loss:
+its perplexity is then infinite (or NaN), which the quality gate rejects; see gate.py.
+"""
 
 from __future__ import annotations
 
@@ -37,5 +41,14 @@ def perplexity(model_dir: Path, samples: list[list[int]], device: Device) -> dic
     finally:
         del model
         release_memory()
-    value = round(math.exp(nll / tokens), 4) if tokens else None
+    value = _exp(nll / tokens) if tokens else None
     return {"perplexity": value, "samples": len(samples), "tokens": tokens}
+
+
+def _exp(mean_nll: float) -> float:
+    if math.isnan(mean_nll):
+        return math.nan
+    try:
+        return round(math.exp(mean_nll), 4)
+    except OverflowError:
+        return math.inf

@@ -8,6 +8,7 @@ from typing import Any
 from ..errors import ParameterError, UsageError
 from ..files import walk_files
 from ..jsonfile import read_object
+from ..params import MAX_GROUP_SIZE, MIN_GROUP_SIZE, PER_CHANNEL
 from .settings import Settings
 
 COMPRESSED_TENSORS = "compressed-tensors"
@@ -94,19 +95,84 @@ def input_widths(config: dict[str, Any]) -> dict[str, int]:
     return widths
 
 
+# The layers that read each width, as Llama-style models name them (for messages only).
+READERS = {
+    "hidden_size": "q_proj, k_proj, v_proj, gate_proj, up_proj",
+    "intermediate_size": "down_proj",
+    "moe_intermediate_size": "the experts' down_proj",
+    "shared_expert_intermediate_size": "the shared expert's down_proj",
+    "num_attention_heads*head_dim": "o_proj",
+}
+
+
+def working_group_sizes(widths: list[int]) -> list[int]:
+    """The group sizes GROUP_SIZE accepts that split every width into whole groups, largest first."""
+    sizes, size = [], MAX_GROUP_SIZE
+    while size >= MIN_GROUP_SIZE:
+        if all(width % size == 0 for width in widths):
+            sizes.append(size)
+        size //= 2
+    return sizes
+
+
+def _alternatives(widths: list[int]) -> str:
+    sizes = working_group_sizes(widths)
+    if not sizes:
+        return f"use GROUP_SIZE={PER_CHANNEL} (no group size from {MIN_GROUP_SIZE} to {MAX_GROUP_SIZE} divides them)"
+    shown = " or ".join(str(size) for size in sizes[:3])
+    return f"use GROUP_SIZE={shown}, or GROUP_SIZE={PER_CHANNEL} (one scale per output channel)"
+
+
 def check_group_size(config: dict[str, Any], settings: Settings) -> None:
-    """Each quantized layer's input must split into whole groups (as LLM Compressor requires)."""
+    """Each quantized layer's input must split into whole groups (as LLM Compressor requires);
+    judged from config.json alone (no torch), so `modelcar validate` can say it before any work."""
     group = settings.group_size
     if settings.scheme != "gptq" or group is None:
         return
-    bad = {key: width for key, width in input_widths(config).items() if width >= group and width % group}
+    widths = input_widths(config)
+    bad = {key: width for key, width in widths.items() if width % group}
     if bad:
-        shown = ", ".join(f"{key}={width}" for key, width in bad.items())
+        shown = "; ".join(f"{READERS.get(key, key)} take {width} inputs ({key}={width})" for key, width in bad.items())
         raise ParameterError(
             "GROUP_SIZE",
             group,
-            f"a size that divides this model's layer widths ({shown}); choose a smaller power of two or 'channel'",
+            f"a size that divides every quantized layer's input width, and this model's do not divide by "
+            f"{group}: {shown}; {_alternatives(list(widths.values()))}",
         )
+
+
+def check_layer_widths(widths: dict[str, int], settings: Settings) -> None:
+    """The same check on the model's actual Linear layers (name -> in_features), naming them."""
+    group = settings.group_size
+    if settings.scheme != "gptq" or group is None:
+        return
+    bad = {name: width for name, width in widths.items() if width % group}
+    if not bad:
+        return
+    first, width = next(iter(bad.items()))
+    others = len(bad) - 1
+    more = f" (and {others} more layer{'s' if others > 1 else ''} of {', '.join(map(str, sorted(set(bad.values()))))})"
+    raise ParameterError(
+        "GROUP_SIZE",
+        group,
+        f"a size that divides every quantized layer's input width: layer {first} takes {width} inputs, "
+        f"not a multiple of {group}{more if others else ''}; {_alternatives(list(widths.values()))}",
+    )
+
+
+def linear_widths(model_dir: Path, ignore: list[str]) -> dict[str, int]:
+    """Every Linear layer's in_features, from the model built on the meta device (no weights read)."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.from_pretrained(model_dir)
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)
+    return {
+        name: module.in_features
+        for name, module in model.named_modules()
+        if isinstance(module, torch.nn.Linear) and name.rsplit(".", 1)[-1] not in ignore
+    }
 
 
 def weight_bytes(model_dir: Path) -> int:

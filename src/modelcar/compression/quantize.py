@@ -97,6 +97,7 @@ def quantize(
             }
         oneshot(model=model, processor=tokenizer, recipe=recipe, **kwargs)
         step = "saving the compressed model"
+        plain_enums_in_yaml()
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Attempting to save a model with offloaded modules")
             model.save_pretrained(destination, save_compressed=True)
@@ -111,6 +112,21 @@ def quantize(
         del model
     copy_companions(source, destination)
     return [type(modifier).__name__ for modifier in recipe]
+
+
+def plain_enums_in_yaml() -> None:
+    """recipe.yaml as plain YAML: LLM Compressor dumps the recipe with yaml.dump, which writes an
+    enum value (GPTQ's actorder) as a `!!python/object/apply:` tag that neither yaml.safe_load nor
+    LLM Compressor's own recipe loader reads back; an enum is written as its value instead."""
+    import enum
+
+    import yaml
+
+    yaml.add_multi_representer(enum.Enum, _represent_enum, Dumper=yaml.Dumper)
+
+
+def _represent_enum(dumper: Any, value: Any) -> Any:
+    return dumper.represent_data(value.value)
 
 
 def copy_companions(source: Path, destination: Path) -> list[str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from ..params import SCHEMES_WITH_CALIBRATION, Params
+from ..params import DEFAULT_MAX_PERPLEXITY_RATIO, SCHEMES_WITH_CALIBRATION, Params
 
 # The calibration samples set aside for --evaluate: a fraction of NUM_CALIBRATION_SAMPLES,
 # at least one and at most this many.
@@ -21,6 +21,8 @@ class Settings:
     sequence_length: int | None
     num_calibration_samples: int | None
     evaluate: bool = False
+    evaluate_dataset: str | None = None  # None: held-out samples of `dataset`
+    max_perplexity_ratio: float = DEFAULT_MAX_PERPLEXITY_RATIO
 
     @classmethod
     def from_params(cls, params: Params) -> Settings:
@@ -33,6 +35,9 @@ class Settings:
             sequence_length=params.sequence_length if uses_data else None,
             num_calibration_samples=params.num_calibration_samples if uses_data else None,
             evaluate=params.evaluate,
+            # the same dataset named twice means held-out samples of it, never the same samples
+            evaluate_dataset=params.evaluate_dataset if params.evaluate_dataset != params.dataset else None,
+            max_perplexity_ratio=params.max_perplexity_ratio,
         )
 
     @property
@@ -49,14 +54,24 @@ class Settings:
         return f"W{self.bits}A16"
 
     @property
+    def evaluation_source(self) -> str | None:
+        """What --evaluate measures on, as recorded: EVALUATE_DATASET, or DATASET's held-out samples."""
+        if not self.evaluate:
+            return None
+        if self.evaluate_dataset is not None:
+            return self.evaluate_dataset
+        return f"{self.dataset} (held-out samples, not used for calibration)"
+
+    @property
     def evaluation_samples(self) -> int:
         total = self.num_calibration_samples or 0
         return max(1, min(MAX_EVALUATION_SAMPLES, total // 8))
 
     def quantization_key(self) -> dict[str, Any]:
-        """What makes two compressions the same (evaluate does not change the model)."""
+        """What makes two compressions the same (evaluating does not change the model)."""
         key = asdict(self)
-        key.pop("evaluate")
+        for name in ("evaluate", "evaluate_dataset", "max_perplexity_ratio"):
+            key.pop(name)
         if not self.calibrates:
             key.update(dataset=None, sequence_length=None, num_calibration_samples=None)
         return key

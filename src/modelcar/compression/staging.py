@@ -131,6 +131,27 @@ class Staging:
             _remove(self.done)
             raise UsageError(f"{source} changed while it was being compressed; run compress-model again")
 
+    def discard(self) -> None:
+        """Throws away the output being written (a compression the quality gate rejected)."""
+        _remove(self.partial)
+
+    def restore_original(self) -> bool:
+        """Puts the full-precision model back as model/ when model/ holds a compression.
+
+        The stamp goes first, so a kill half-way leaves either model/ compressed with no stamp
+        (compressed again by the next run) or model-original/ alone (which choose_source takes).
+        """
+        if not (self.original.is_dir() and self.model.is_dir() and is_compressed(self.model)):
+            return False
+        stamp = self.original / STAMP
+        if stamp.exists():
+            stamp.unlink()
+            _fsync_dir(self.original)
+        _remove(self.model)
+        self.original.rename(self.model)
+        _fsync_dir(self.workspace.root)
+        return True
+
     def _finish(self) -> bool:
         result = _read_json(self.done / RESULT)
         if result is None:

@@ -21,12 +21,19 @@ from .registration import Registration
 FRAMEWORK = "pytorch"
 COMPRESSION_SETTINGS = ("scheme", "bits", "group_size", "dataset", "sequence_length", "num_calibration_samples")
 COMPRESSION_SIZES = ("bytes_before", "bytes_after")
+# What --evaluate measured (run.json's compression.evaluation key -> version property).
+EVALUATION_PROPERTIES = {
+    "perplexity_before": "perplexity_original",
+    "perplexity_after": "perplexity_compressed",
+    "dataset": "evaluation_dataset",
+}
 # Every version property modelcar writes; one it no longer wants (say, compression settings after
 # an --overwrite with an uncompressed image) is removed, while other people's properties stay.
 MANAGED_PROPERTIES = frozenset(
     {"source", "framework", "compressed", "hf_repo", "hf_revision", "image_digest", "image_tag"}
     | set(COMPRESSION_SETTINGS)
     | set(COMPRESSION_SIZES)
+    | set(EVALUATION_PROPERTIES.values())
 )
 
 
@@ -115,6 +122,9 @@ def describe(
             properties[key] = "channel" if key == "group_size" and value is None else value
         for key in COMPRESSION_SIZES:
             properties[key] = compression.get(key)
+        evaluation = _mapping(compression.get("evaluation"))
+        for key, name in EVALUATION_PROPERTIES.items():
+            properties[name] = evaluation.get(key)
     origin = f"{source.get('repo')}@{revision}" if from_hub and revision else source.get("repo") or source.get("path")
     return Registration(
         model_name=model_name,

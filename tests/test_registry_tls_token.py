@@ -59,10 +59,12 @@ def tokens(ca: TestCA) -> Iterator[TokenServer]:
         yield server
 
 
-def tls_registry(root: Path, ca: TestCA, tokens: TokenServer) -> Registry:
+def tls_registry(root: Path, ca: TestCA, tokens: TokenServer, tls: bool = True) -> Registry:
     if not Path(REGISTRY_BIN).exists():
         pytest.skip("docker-registry is not installed (make install-test)")
-    return start_registry(root, tokens.registry_auth(), RegistryTls(ca.server_cert, ca.server_key, ca.ca))
+    return start_registry(
+        root, tokens.registry_auth(), RegistryTls(ca.server_cert, ca.server_key, ca.ca) if tls else None
+    )
 
 
 @pytest.fixture(scope="module")
@@ -129,16 +131,8 @@ def push(
 
 def read_back(registry: Registry, ca: TestCA, ref: str, model: Path, tmp_path: Path, authfile: Path) -> None:
     """skopeo (trusting the CA through --src-cert-dir) copies the image out; /models is the model."""
-    rootfs = unpack(
-        tmp_path,
-        f"docker://{ref}",
-        "read-back",
-        "--src-tls-verify=true",
-        "--src-cert-dir",
-        str(ca.cert_dir),
-        "--src-authfile",
-        str(authfile),
-    )
+    trust = ["--src-tls-verify=true", "--src-cert-dir", str(ca.cert_dir)] if registry.scheme == "https" else []
+    rootfs = unpack(tmp_path, f"docker://{ref}", "read-back", *trust, "--src-authfile", str(authfile))
     for path in model.iterdir():
         assert (rootfs / "models" / path.name).read_bytes() == path.read_bytes(), path.name
     assert (rootfs / "bin" / "busybox").is_file()
@@ -226,15 +220,17 @@ def test_cut_connections_resume_over_tls(registry: Registry, ca: TestCA, model: 
     assert asked, "the client never asked the registry how much of a cut upload it had"
 
 
+@pytest.mark.parametrize("tls", [True, False], ids=["tls", "plain-http"])
 def test_a_token_that_expires_mid_upload_is_renewed(
-    ca: TestCA, model: Path, busybox_layout: Path, tmp_path: Path
+    ca: TestCA, model: Path, busybox_layout: Path, tmp_path: Path, tls: bool
 ) -> None:
     # A registry of its own, with 2-second tokens: the first PATCH past 3 MiB is held in the
     # middle of its body until every token issued so far has expired, as Harbor's 30-minute
     # tokens do during a big layer. The PATCH (authorized when it began) goes through; the PUT
-    # that completes the upload then meets a 401 and must come with a new token.
-    with TokenServer(ca, users=USERS, grants=GRANTS, lifetime=2) as tokens:
-        registry = tls_registry(tmp_path / "registry", ca, tokens)
+    # that completes the upload then meets a 401 and must come with a new token. Over plain
+    # http the PATCH takes the direct path (sendfile, oci/direct.py).
+    with TokenServer(ca, users=USERS, grants=GRANTS, lifetime=2, tls=tls) as tokens:
+        registry = tls_registry(tmp_path / "registry", ca, tokens, tls)
         try:
 
             def hold() -> None:
@@ -245,14 +241,15 @@ def test_a_token_that_expires_mid_upload_is_renewed(
             with TcpFaultProxy(registry.host, hold_after=3 * MIB, hold=hold) as proxy:
                 authfile = write_authfile(tmp_path / "auth.json", proxy.host, "pusher", REGISTRY_PASSWORD)
                 workspace = new_workspace(tmp_path / "ws", model)
+                trust = ["--ca-bundle", str(ca.ca)] if tls else []
                 result = push(
                     workspace,
                     f"{proxy.host}/tls/expiring:1",
                     f"oci:{busybox_layout}",
-                    "--ca-bundle",
-                    str(ca.ca),
+                    *trust,
                     "--authfile",
                     str(authfile),
+                    verify=tls,
                 )
                 assert result.returncode == 0, result.output
                 assert proxy.held.is_set()

@@ -162,7 +162,7 @@ def _info(name: str, kind: bytes, mode: int, size: int = 0, link: str = "") -> t
 
 
 def make_busybox_layout(path: Path, tag: str = "latest") -> Path:
-    """An OCI layout holding a one-layer busybox image with /bin/sh."""
+    """An OCI layout holding a one-layer busybox image with what KServe's sidecar runs (sh, ln, sleep, ls)."""
     from modelcar.oci.image import OCI_CONFIG, OCI_LAYER, OCI_MANIFEST, Blob, Descriptor, sha256_digest
     from modelcar.oci.layout import Layout
 
@@ -173,6 +173,8 @@ def make_busybox_layout(path: Path, tag: str = "latest") -> Path:
             (_info("bin/busybox", tarfile.REGTYPE, 0o755, len(busybox)), busybox),
             (_info("bin/sh", tarfile.SYMTYPE, 0o777, link="busybox"), None),
             (_info("bin/ls", tarfile.SYMTYPE, 0o777, link="busybox"), None),
+            (_info("bin/ln", tarfile.SYMTYPE, 0o777, link="busybox"), None),
+            (_info("bin/sleep", tarfile.SYMTYPE, 0o777, link="busybox"), None),
         ]
     )
     layout = Layout(path)

@@ -6,6 +6,7 @@ import base64
 import hashlib
 import json
 import os
+import ssl
 import threading
 import uuid
 from collections.abc import Iterator
@@ -200,6 +201,33 @@ def test_threads_challenged_together_fetch_one_token(tmp_path: Path) -> None:
     assert answers == [False] * 4
     assert len([entry for entry in fake.log if entry[1] == "/token"]) == 1
     assert len([entry for entry in fake.log if entry[0] == "HEAD" and entry[2] is None]) == 4  # all challenged
+
+
+def test_a_token_server_whose_certificate_is_not_trusted_is_asked_once(tmp_path: Path) -> None:
+    """A failed TLS verification fails the same way every time: no retries, and a hint that helps."""
+    fake = FakeRegistry()
+    token_tries = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.host == "auth.test":
+            token_tries.append(request.url.path)
+            error = httpx.ConnectError("[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed")
+            error.__cause__ = ssl.SSLCertVerificationError(1, "certificate verify failed")
+            raise error
+        return fake.handler(request)
+
+    client = RegistryClient("reg.test", retry=FAST, transport=httpx.MockTransport(handler))
+    client.want("r", "pull")
+    client.scheme = "https"
+    try:
+        with pytest.raises(RegistryError) as caught:
+            client.has_blob("r", _digest(b"x"))
+    finally:
+        client.close()
+    assert token_tries == ["/token"]
+    message = str(caught.value)
+    assert "cannot reach the token server of reg.test (https://auth.test/token)" in message
+    assert "pass --ca-bundle" in message
 
 
 def test_basic_flow(tmp_path: Path) -> None:

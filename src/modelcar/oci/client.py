@@ -186,11 +186,13 @@ class RegistryClient:
                     headers = {"Authorization": creds.basic_header()} if creds else {}
                     response = self._http.get(realm, params=params, headers=headers)
             except httpx.TransportError as exc:
-                if attempt + 1 < self.retry.attempts:
+                # A failed TLS handshake fails the same way every time: not worth another try.
+                if attempt + 1 < self.retry.attempts and is_retryable_error(exc):
                     self.retry.sleep(attempt + 1)
                     continue
                 raise RegistryError(
-                    f"cannot reach the token server of {self.registry}: {describe_error(exc)}"
+                    f"cannot reach the token server of {self.registry} ({self.show(realm)}): "
+                    f"{describe_error(exc)}{_tls_hint(exc)}"
                 ) from None
             if response.status_code in RETRYABLE_STATUS and attempt + 1 < self.retry.attempts:
                 self.retry.sleep(attempt + 1, response.headers.get("Retry-After"))

@@ -64,7 +64,7 @@ $(STAMPS)/install-test: $(INSTALL_INPUTS) $(BIN)/python | $(STAMPS)
 	touch $(STAMPS)/install $(STAMPS)/install-compress $@
 
 # The environments that stand for the two task images in the Tekton tests: each is the project
-# installed as its Containerfile installs it (not editable; the task image without extras, the
+# installed as its Containerfile installs it (not editable; the task image with [sign], the
 # compress image with [compress]), so a step finds only what its image would hold.
 IMAGE_ENVS := $(TOOLS)/image-envs
 PACKAGE_SOURCES := $(INSTALL_INPUTS) $(shell find src -type f -not -path '*/__pycache__/*' -not -path '*.egg-info*')
@@ -76,7 +76,7 @@ $(IMAGE_ENVS)/%/bin/python: | $(STAMPS)
 # (build/ goes first: setuptools would otherwise pack modules since deleted from src.)
 $(STAMPS)/image-env-task: $(PACKAGE_SOURCES) $(IMAGE_ENVS)/task/bin/python
 	rm -rf build
-	PIP=$(IMAGE_ENVS)/task/bin/pip ./scripts/install-modelcar.sh .
+	PIP=$(IMAGE_ENVS)/task/bin/pip ./scripts/install-modelcar.sh . sign
 	touch $@
 
 $(STAMPS)/image-env-compress: $(PACKAGE_SOURCES) $(IMAGE_ENVS)/compress/bin/python
@@ -101,12 +101,19 @@ $(STAMPS)/olot: | $(STAMPS)
 	$(TOOLS)/olot-venv/bin/pip install --quiet "olot==1.2.1"
 	touch $@
 
+# Red Hat's model signing tool, which the signing tests run against what modelcar signs (and
+# whose signatures modelcar verifies), in a venv of its own.
+$(STAMPS)/sign: | $(STAMPS)
+	$(PYTHON) -m venv $(TOOLS)/sign-venv
+	$(TOOLS)/sign-venv/bin/pip install --quiet "rh-model-signing==1.0.5" "pyopenssl==26.4.0"
+	touch $@
+
 $(STAMPS)/tekton-lint: | $(STAMPS)
 	mkdir -p $(TOOLS)/node
 	cd $(TOOLS)/node && npm install --silent --no-audit --no-fund "@ibm/tekton-lint@^1"
 	touch $@
 
-install-test: $(STAMPS)/install-test image-envs $(STAMPS)/apt $(STAMPS)/olah $(STAMPS)/olot $(STAMPS)/tekton-lint
+install-test: $(STAMPS)/install-test image-envs $(STAMPS)/apt $(STAMPS)/olah $(STAMPS)/olot $(STAMPS)/sign $(STAMPS)/tekton-lint
 
 test: install-test
 	$(BIN)/ruff check src tests bench

@@ -123,6 +123,29 @@ IMAGE_OPTIONS = [
         field="authfile",
         help="Registry credentials file (docker config.json / containers auth.json).",
     ),
+    _option(
+        "--sign-key",
+        field="sign_key",
+        help="PEM EC private key (P-256/384/521): signs the model files (/models/model.sig) and the pushed "
+        "image; an encrypted key's password in the environment variable SIGN_KEY_PASSWORD.",
+    ),
+    _flag(
+        "--sign-keyless",
+        "--no-sign-keyless",
+        "sign_keyless",
+        "Sign keyless with Sigstore (Fulcio, Rekor) instead of a key; needs the keyless extra.",
+    ),
+    _option(
+        "--sigstore-trust-config",
+        field="sigstore_trust_config",
+        help="Sigstore ClientTrustConfig JSON naming the instance's Fulcio, Rekor, TSA and OIDC URLs "
+        "(e.g. Trusted Artifact Signer; default the public Sigstore).",
+    ),
+    _option(
+        "--sigstore-identity-token-path",
+        field="sigstore_identity_token_path",
+        help="File holding the OIDC identity token for keyless signing (default the pod's service-account token).",
+    ),
 ]
 TLS_OPTIONS = [
     _flag(
@@ -229,11 +252,15 @@ def _execute(options: dict[str, Any], stages: tuple[str, ...], explicit: bool) -
     quiet = options.pop("quiet")
     json_output = options.pop("json_output")
     ui = UI(quiet=quiet)
+    params = None
     try:
         params = load_params(options)
         record = run_pipeline(params, ui, stages, explicit)
         results = write_results(params.results_dir, record)
     except ModelcarError as exc:
+        if params is not None and exc.record is not None:
+            # What was done stands (an image pushed, then its signing refused): IMAGE_DIGEST etc.
+            write_results(params.results_dir, exc.record)
         ui.error(str(exc))
         if os.environ.get("MODELCAR_DEBUG"):
             traceback.print_exception(exc)

@@ -77,8 +77,12 @@ ENV_NAMES: dict[str, str] = {
     "tls_verify": "TLS_VERIFY",
     "ca_bundle": "CA_BUNDLE",
     "results_dir": "RESULTS_DIR",
+    "sign_key": "SIGN_KEY",
+    "sign_keyless": "SIGN_KEYLESS",
+    "sigstore_trust_config": "SIGSTORE_TRUST_CONFIG",
+    "sigstore_identity_token_path": "SIGSTORE_IDENTITY_TOKEN_PATH",
 }
-SECRET_ENV_NAMES = ("HUGGINGFACE_TOKEN", "HF_TOKEN", "MODEL_REGISTRY_TOKEN")
+SECRET_ENV_NAMES = ("HUGGINGFACE_TOKEN", "HF_TOKEN", "MODEL_REGISTRY_TOKEN", "SIGN_KEY_PASSWORD")
 
 _HUB_ID = re.compile(r"^(?:[A-Za-z0-9][\w.-]{0,95}/)?[A-Za-z0-9][\w.-]{0,95}$")
 _TRUE = ("true", "1", "yes", "on")
@@ -143,6 +147,15 @@ class Params:
     tls_verify: bool = True
     ca_bundle: Path | None = None
     results_dir: Path | None = None
+    sign_key: Path | None = None  # a PEM EC private key: model.sig and the image signature
+    sign_key_password: Secret | None = None  # SIGN_KEY_PASSWORD, for an encrypted SIGN_KEY
+    sign_keyless: bool = False  # Sigstore keyless signing (Fulcio certificate, Rekor entry)
+    sigstore_trust_config: Path | None = None  # a Sigstore ClientTrustConfig JSON (e.g. Trusted Artifact Signer)
+    sigstore_identity_token_path: Path | None = None  # the OIDC token; default the pod's service account
+
+    @property
+    def signing(self) -> bool:
+        return self.sign_key is not None or self.sign_keyless
 
     @property
     def image_ref(self) -> ImageRef:
@@ -166,10 +179,11 @@ class Params:
         data = {
             field.name: _plain(getattr(self, field.name))
             for field in dataclasses.fields(self)
-            if field.name not in ("hf_token", "registry_token")
+            if field.name not in ("hf_token", "registry_token", "sign_key_password")
         }
         data["hf_token_set"] = self.hf_token is not None
         data["registry_token_set"] = self.registry_token is not None
+        data["sign_key_password_set"] = self.sign_key_password is not None
         return data
 
 
@@ -219,6 +233,7 @@ def load_params(cli: Mapping[str, Any], environ: Mapping[str, str] | None = None
         "tls_verify": _bool(raw, "tls_verify", True),
         "ca_bundle": _existing_file(raw, "ca_bundle"),
         "results_dir": _path(raw, "results_dir"),
+        **_signing(raw, env),
     }
     return Params(**values)
 
@@ -507,6 +522,31 @@ def _registry_token(raw: _Raw, env: Mapping[str, str]) -> Secret | None:
             return None
         return Secret(text) if text else None
     return None
+
+
+def _signing(raw: _Raw, env: Mapping[str, str]) -> dict[str, Any]:
+    """SIGN_KEY (a file; its content is checked by preflight, where cryptography is needed) or
+    SIGN_KEYLESS with its Sigstore options; never both."""
+    key = _existing_file(raw, "sign_key")
+    password = _secret(env, "SIGN_KEY_PASSWORD")
+    keyless = _bool(raw, "sign_keyless", False)
+    if key is not None and keyless:
+        raise _fail("sign_keyless", raw.get("sign_keyless"), "false when SIGN_KEY is set (one way of signing)")
+    if password is not None and key is None:
+        raise ParameterError("SIGN_KEY_PASSWORD", "<redacted>", "set only with SIGN_KEY (the key it decrypts)")
+    for field in ("sigstore_trust_config", "sigstore_identity_token_path"):
+        if raw.given(field) and not keyless:
+            raise _fail(field, raw.get(field), "set only with SIGN_KEYLESS=true")
+    token = _existing_file(raw, "sigstore_identity_token_path")
+    if keyless and token is None and SERVICE_ACCOUNT_TOKEN.is_file():
+        token = SERVICE_ACCOUNT_TOKEN  # none at all: refused where build-and-push runs (preflight)
+    return {
+        "sign_key": key,
+        "sign_key_password": password,
+        "sign_keyless": keyless,
+        "sigstore_trust_config": _existing_file(raw, "sigstore_trust_config"),
+        "sigstore_identity_token_path": token,
+    }
 
 
 def _skip(raw: _Raw) -> tuple[str, ...]:

@@ -83,13 +83,17 @@ def preflight(params: Params, planned: list[PlannedStage], workspace: Workspace)
                 "a directory outside the workspace (cleanup-workspace would delete it); "
                 "move it, or skip cleanup with SKIP_TASKS=cleanup-workspace",
             )
+    if BUILD_PUSH in running and params.signing:
+        from .signing.check import check_signing
+
+        check_signing(params)
     if REGISTER in running and not params.model_name:
         raise ParameterError("MODEL_NAME", "", "required for register-model when there is no HUGGINGFACE_MODEL")
     if REGISTER in running:
         _check_register(params, running)
 
 
-def check_environment(planned: list[PlannedStage]) -> None:
+def check_environment(params: Params, planned: list[PlannedStage]) -> None:
     """Checks that the packages of the stages this process runs are installed (exit 2).
 
     Not part of preflight: `modelcar validate` checks parameters for every stage of a Tekton
@@ -99,6 +103,10 @@ def check_environment(planned: list[PlannedStage]) -> None:
         from .compression.extra import check_installed
 
         check_installed()  # before a long download, not after it
+    if any(stage.runs and stage.name == BUILD_PUSH for stage in planned):
+        from .signing.check import check_signing
+
+        check_signing(params, installed=True)
 
 
 def _check_register(params: Params, running: set[str]) -> None:
@@ -124,7 +132,7 @@ def run_pipeline(params: Params, ui: UI, stages: tuple[str, ...] = STAGE_NAMES, 
     workspace = Workspace(params.workspace)
     planned = plan(params, stages, explicit)
     preflight(params, planned, workspace)
-    check_environment(planned)
+    check_environment(params, planned)
     with workspace.locked():
         workspace.ensure()
         record = RunRecord.load(workspace.run_json)

@@ -16,13 +16,16 @@ from .jsonfile import read_object
 
 RECORD_VERSION = 1
 
-# Tekton results and where in the record each one comes from.
-RESULT_PATHS: dict[str, tuple[str, str]] = {
+# Tekton results and where in the record each one comes from (section, key[, key]).
+RESULT_PATHS: dict[str, tuple[str, ...]] = {
     "IMAGE_DIGEST": ("image", "digest"),
     "IMAGE_URL": ("image", "pinned"),
     "MODEL_URI": ("registry", "model_uri"),
     "REGISTERED_MODEL_ID": ("registry", "registered_model_id"),
     "MODEL_VERSION_ID": ("registry", "model_version_id"),
+    "SIGNATURE_REF": ("image", "signature", "ref"),
+    "SIGNATURE_DIGEST": ("image", "signature", "digest"),
+    "MODEL_SIG_DIGEST": ("image", "signature", "model_sig", "digest"),
 }
 
 
@@ -60,9 +63,11 @@ class RunRecord:
 
     def results(self) -> dict[str, str]:
         found: dict[str, str] = {}
-        for result, (section, key) in RESULT_PATHS.items():
-            value = (self.data.get(section) or {}).get(key)
-            if value:
+        for result, path in RESULT_PATHS.items():
+            value: Any = self.data
+            for key in path:
+                value = value.get(key) if isinstance(value, dict) else None
+            if value and not isinstance(value, dict | list):
                 found[result] = str(value)
         return found
 

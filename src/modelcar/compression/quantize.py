@@ -11,6 +11,7 @@ from typing import Any
 
 from ..errors import ModelcarError, UsageError
 from ..files import walk_files
+from ..jsonfile import read_object
 from .device import Device, is_out_of_memory, out_of_memory
 from .modelcheck import WEIGHT_SUFFIXES
 from .recipe import build_recipe
@@ -80,7 +81,8 @@ def quantize(
     """Compresses source into destination; returns the recipe's modifier names."""
     from llmcompressor import oneshot
 
-    recipe = build_recipe(settings)
+    config = read_object(source / "config.json", CompressionFailed)
+    recipe = build_recipe(settings, config)
     samples = len(calibration) if calibration is not None else None
     step = "loading the model"
     model: Any = None

@@ -10,6 +10,7 @@ from ..oci.build import BuildResult, build_and_push
 from ..oci.digest_cache import DigestCache
 from ..oci.file_digests import recorded_digests
 from ..oci.store import ClientOptions
+from ..signing.steps import make_signer, sign_pushed
 from .context import StageContext
 
 CACHE_NAME = ".modelcar-layer-digests.json"
@@ -23,6 +24,16 @@ def run(context: StageContext) -> None:
     cache = DigestCache(context.workspace.root / CACHE_NAME)
     annotations = source_annotations(context.record.get("source"))
     model_dir = context.workspace.model_dir
+    known = recorded_digests(context.record.data, model_dir)
+    signing = make_signer(params)  # keyless: its services are reached for here, before any work
+    model_sig = None
+    if signing is not None:
+        from ..signing.model_sig import MODEL_SIG, write_model_sig
+
+        title = annotations.get("org.opencontainers.image.title", "model")
+        model_sig = write_model_sig(model_dir, signing[0], title, cache, known)
+        known = {**known, MODEL_SIG: model_sig.digest}
+        context.ui.info(f"build-and-push: {model_sig.files} files signed into /models/{MODEL_SIG}")
     total = sum(p.stat().st_size for p in model_dir.rglob("*") if p.is_file() and not p.is_symlink())
     with context.ui.byte_progress("build-and-push", total) as bar:
         result = build_and_push(
@@ -34,13 +45,20 @@ def run(context: StageContext) -> None:
             cache,
             progress=bar.advance,
             base_check=FitnessCache(context.workspace.root / BASE_CHECK_NAME),
-            known_digests=recorded_digests(context.record.data, model_dir),
+            known_digests=known,
         )
-    context.record.set("image", image_record(result))
+    image = image_record(result)
+    context.record.set("image", image)
     if result.kserve is not None:
         for level, text in result.kserve.messages():
             (context.ui.warn if level == "warning" else context.ui.info)(text)
     context.ui.info(summary(result))
+    if signing is not None and model_sig is not None:
+        try:
+            section = sign_pushed(result.pinned, options, signing[0], signing[1], model_sig, image)
+        finally:
+            context.record.set("image", image)  # pushed, signed or not
+        context.ui.info(f"build-and-push: image signed ({section['mode']}), signature {section['ref']}")
 
 
 def source_annotations(source: Any) -> dict[str, str]:

@@ -57,9 +57,12 @@ def _manifest(pinned: str) -> dict:
     return json.loads(raw)
 
 
-needs_tool = pytest.mark.skipif(
-    not model_signing_tool.available(), reason="rh-model-signing is not installed in .tools/sign-venv"
-)
+@pytest.fixture
+def signing_tool() -> None:
+    model_signing_tool.require()
+
+
+needs_tool = pytest.mark.usefixtures("signing_tool")
 
 
 @needs_tool

@@ -374,9 +374,11 @@ def test_the_example_run_fits_the_pipeline() -> None:
     # Every value the example gives is valid for the CLI.
     env = {k: v for k, v in params.items() if k not in IMAGE_PARAMS}
     assert load_params({}, env).compress is True
-    # Workspaces: the PVC of modelcar-storage.yaml and the quay-auth secret.
+    # Workspaces: the PVC of modelcar-storage.yaml and the quay-auth secret (sign-key is optional,
+    # shown commented out: a secret that does not exist would stop the run).
     bindings = {w["name"]: w for w in spec["workspaces"]}
-    assert set(bindings) == {w["name"] for w in pipeline()["spec"]["workspaces"]}
+    assert set(bindings) | {"sign-key"} == {w["name"] for w in pipeline()["spec"]["workspaces"]}
+    assert "secretName: modelcar-sign-key" in RUN_FILE.read_text()
     (storage,) = load_documents(STORAGE_FILE)
     assert bindings["shared-workspace"]["persistentVolumeClaim"]["claimName"] == storage["metadata"]["name"]
     assert bindings["registry-auth"]["secret"]["secretName"] == "quay-auth"
@@ -386,6 +388,26 @@ def test_the_example_run_fits_the_pipeline() -> None:
     assert gpu["podTemplate"]["nodeSelector"]
     assert any(t["key"] == "nvidia.com/gpu" for t in gpu["podTemplate"]["tolerations"])
     assert "podTemplate" not in spec.get("taskRunTemplate", {})
+
+
+def test_the_sign_key_workspace_is_optional_and_reaches_validate_and_build_and_push_only() -> None:
+    (workspace,) = (w for w in pipeline()["spec"]["workspaces"] if w["name"] == "sign-key")
+    assert workspace["optional"] is True
+    for name, task in tasks().items():
+        bound = {w["name"] for w in task.get("workspaces", [])}
+        spec = task["taskSpec"]
+        env = {e["name"]: e.get("value") for e in spec["stepTemplate"]["env"]}
+        if name in (VALIDATE, "build-and-push"):
+            assert "sign-key" in bound, name
+            (declared,) = (w for w in spec["workspaces"] if w["name"] == "sign-key")
+            assert declared["optional"] is True and declared["readOnly"] is True
+            assert env["SIGN_KEY_BOUND"] == "$(workspaces.sign-key.bound)"
+            assert env["SIGN_KEY_DIR"] == "$(workspaces.sign-key.path)"
+            (step,) = spec["steps"]
+            for variable in ("SIGN_KEY", "SIGN_KEY_PASSWORD", "SIGSTORE_TRUST_CONFIG", "SIGSTORE_IDENTITY_TOKEN_PATH"):
+                assert f"export {variable}\n" in step["script"], (name, variable)
+        else:
+            assert "sign-key" not in bound and "SIGN_KEY_DIR" not in env, name
 
 
 def test_storage_is_a_100gi_read_write_once_claim() -> None:

@@ -148,14 +148,17 @@ def pull_command(ref: str, directory: Path, **options: Any) -> None:
 )
 def sign_command(ref: str, sign_key: Path, **options: Any) -> None:
     """Sign a ModelCar's files as model-signing does (from the manifest's per-file digests) and
-    attach the signature beside it (tag sha256-<digest>.sig); `modelcar verify --public-key` and
-    `model_signing verify key` check it."""
+    attach the signature beside it: an OCI 1.1 referrer where the registry has the referrers API,
+    else the tag sha256-<digest>.sig; `modelcar verify --public-key` and `model_signing verify key`
+    check it. An encrypted key's password comes from the environment variable SIGN_KEY_PASSWORD."""
     ui = UI(quiet=False)
 
     def work() -> None:
         from . import readback
 
-        tag, digest, count = readback.sign_image(readback.parse_ref(ref), _client_options(options), sign_key)
-        ui.info(f"sign: {count} files signed; signature {digest} under the tag {tag}")
+        password = os.environ.get("SIGN_KEY_PASSWORD") or None
+        signed = readback.sign_image(readback.parse_ref(ref), _client_options(options), sign_key, password)
+        where = f"under the tag {signed.ref}" if signed.mode == "tag" else f"as a referrer {signed.ref}"
+        ui.info(f"sign: {signed.files} files signed; signature {signed.digest} {where}")
 
     _run(ui, work)

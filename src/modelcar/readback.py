@@ -8,16 +8,22 @@ base layers' file lists are read once and remembered in the user's cache directo
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .errors import ModelcarError, UsageError
 from .files import sha256_file
 from .oci import base_check
+from .oci.image import Descriptor
 from .oci.pull import Mismatch, PullResult, preferred, pull, verify_layers
 from .oci.reader import ImageReader, ImageView, PlatformImage
-from .oci.reference import ImageRef, ReferenceError, parse_reference
+from .oci.reference import ImageRef, LayoutRef, ReferenceError, parse_reference
 from .oci.store import ClientOptions
+
+# (files {path: sha256:...}, name, paths left out) -> signature bundle bytes
+Signer = Callable[[dict[str, str], str, tuple[str, ...]], bytes]
 
 SOURCE_KEYS = {
     "io.modelcar.source": "source",
@@ -186,11 +192,35 @@ def _compare_local(local: Path, expected: dict[str, str]) -> None:
         )
 
 
-def sign_image(ref: ImageRef, options: ClientOptions, private_key: Path) -> tuple[str, str, int]:
-    """Signs the image's files (from its annotations; directory layers read) as model-signing
-    does and attaches the signature; returns (tag, signature digest, files signed)."""
-    from .signing.sign import attach, sign_files
+@dataclass(frozen=True)
+class ImageSignature:
+    mode: str  # "tag" (sha256-<hex>.sig) or "referrer" (OCI 1.1 referrers API)
+    ref: str  # where the signature is: repo:sha256-<hex>.sig, or repo@<signature digest>
+    digest: str  # the signature manifest's digest
+    files: int  # files signed
 
+    def to_json(self) -> dict[str, Any]:
+        return {"mode": self.mode, "ref": self.ref, "digest": self.digest, "files": self.files}
+
+
+def sign_image(
+    ref: ImageRef,
+    options: ClientOptions,
+    private_key: Path | None = None,
+    password: str | None = None,
+    signer: Signer | None = None,
+    mode: str = "auto",
+) -> ImageSignature:
+    """Signs the image's files (from its annotations; directory layers read) as model-signing
+    does and attaches the signature: as an OCI 1.1 referrer where the registry has the referrers
+    API (`mode` "auto" or "referrer"), else under the tag sha256-<hex>.sig (`mode` "tag")."""
+    from .signing.keys import load_private_key
+    from .signing.sign import attach, attach_referrer, has_referrers_api, key_signer, tag_for
+
+    if signer is None:
+        if private_key is None:
+            raise UsageError("no signing key given (--sign-key / SIGN_KEY)")
+        signer = key_signer(load_private_key(private_key, password))
     with ImageReader(ref, options) as reader:
         view = reader.read()
         files: dict[str, str] = {}
@@ -199,9 +229,24 @@ def sign_image(ref: ImageRef, options: ClientOptions, private_key: Path) -> tupl
             if files and found != files:
                 raise Mismatch(f"the platforms of {ref} hold different model files; sign each platform's image")
             files = found
-        bundle = sign_files(files, private_key, name=view.annotations.get("org.opencontainers.image.title", "model"))
-        digest = attach(reader.store, view.digest, bundle)
-    return view.digest.replace(":", "-") + ".sig", digest, len(files)
+        bundle = signer(files, view.annotations.get("org.opencontainers.image.title", "model"), ())
+        store = reader.store
+        use_referrer = mode == "referrer" or (mode == "auto" and has_referrers_api(store, view.digest))
+        if use_referrer:
+            data, media_type, _ = store.manifest(view.digest)
+            digest = attach_referrer(store, Descriptor(media_type, view.digest, len(data)), bundle)
+            where = _repository(ref) + "@" + digest
+        else:
+            digest = attach(store, view.digest, bundle)
+            where = _repository(ref) + ":" + tag_for(view.digest)
+    return ImageSignature("referrer" if use_referrer else "tag", where, digest, len(files))
+
+
+def _repository(ref: ImageRef) -> str:
+    """host/repo (or oci:DIR) without tag or digest."""
+    if isinstance(ref, LayoutRef):
+        return f"oci:{ref.path}"
+    return ref.name
 
 
 def pull_image(ref: ImageRef, options: ClientOptions, dest: Path) -> PullResult:

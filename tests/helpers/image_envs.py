@@ -21,7 +21,7 @@ ENVS_ROOT = REPO_ROOT / ".tools" / "image-envs"
 # Each image parameter of the pipeline, the Containerfile that builds it, the extras it installs
 # and the environment that stands for it.
 IMAGES = {
-    "TASK_IMAGE": ("Containerfile", "", "task"),
+    "TASK_IMAGE": ("Containerfile", "sign", "task"),
     "COMPRESS_IMAGE": ("Containerfile.compress", "compress", "compress"),
 }
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -33,6 +34,12 @@ def available() -> bool:
     return SIGN_PYTHON.exists()
 
 
+def require() -> None:
+    """Fails (never skips) the test when the tool is missing: `make install-test` installs it."""
+    if not available():
+        pytest.fail(f"{SIGN_PYTHON} is missing: `make install-test` installs rh-model-signing 1.0.5 there")
+
+
 def version() -> str:
     out = subprocess.run(
         [str(SIGN_PYTHON), "-c", "import importlib.metadata as m; print(m.version('rh-model-signing'))"],
@@ -47,14 +54,16 @@ def run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     return subprocess.run([str(SIGN_PYTHON), "-c", _DRIVER, *args], capture_output=True, text=True, timeout=timeout)
 
 
-def write_key_pair(directory: Path) -> tuple[Path, Path]:
-    """A P-256 key pair as PEM files: (private, public)."""
-    key = ec.generate_private_key(ec.SECP256R1())
+def write_key_pair(
+    directory: Path, curve: ec.EllipticCurve | None = None, password: str | None = None
+) -> tuple[Path, Path]:
+    """An EC key pair (P-256 unless told) as PEM files: (private, public); the private one
+    encrypted with `password` when given."""
+    key = ec.generate_private_key(curve or ec.SECP256R1())
     private = directory / "sign-key.pem"
     public = directory / "sign-key.pub"
-    private.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
+    encryption = serialization.BestAvailableEncryption(password.encode()) if password else serialization.NoEncryption()
+    private.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption))
     public.write_bytes(
         key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
     )

@@ -15,10 +15,22 @@ HUB_TOKEN = "hf_PLANTEDsecretTOKEN0123456789"
 REGISTRY_PASSWORD = "PLANTED-registry-passw0rd"
 REGISTRY_TOKEN = "PLANTED-registry-bearer-token"
 MODEL_REGISTRY_TOKEN = "PLANTED-model-registry-token"
-PLANTED = (HUB_TOKEN, REGISTRY_PASSWORD, REGISTRY_TOKEN, MODEL_REGISTRY_TOKEN)
+SIGN_KEY_PASSWORD = "PLANTED-sign-key-passw0rd"
+PLANTED = (HUB_TOKEN, REGISTRY_PASSWORD, REGISTRY_TOKEN, MODEL_REGISTRY_TOKEN, SIGN_KEY_PASSWORD)
 
 # Files modelcar writes; the tests' own auth files and server configs hold secrets on purpose.
-SCANNED_NAMES = ("run.json", "IMAGE_DIGEST", "IMAGE_URL", "MODEL_URI", "REGISTERED_MODEL_ID", "MODEL_VERSION_ID")
+SCANNED_NAMES = (
+    "run.json",
+    "IMAGE_DIGEST",
+    "IMAGE_URL",
+    "MODEL_URI",
+    "REGISTERED_MODEL_ID",
+    "MODEL_VERSION_ID",
+    "SIGNATURE_REF",
+    "SIGNATURE_DIGEST",
+    "MODEL_SIG_DIGEST",
+    "model.sig",
+)
 
 captured_output: list[str] = []
 

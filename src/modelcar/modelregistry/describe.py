@@ -34,6 +34,7 @@ MANAGED_PROPERTIES = frozenset(
     | set(COMPRESSION_SETTINGS)
     | set(COMPRESSION_SIZES)
     | set(EVALUATION_PROPERTIES.values())
+    | {"signed", "signature_ref"}
 )
 
 
@@ -125,6 +126,10 @@ def describe(
         evaluation = _mapping(compression.get("evaluation"))
         for key, name in EVALUATION_PROPERTIES.items():
             properties[name] = evaluation.get(key)
+    signature = _mapping(_mapping(record.get("image")).get("signature"))
+    if signature.get("ref"):
+        properties["signed"] = True
+        properties["signature_ref"] = str(signature["ref"])
     origin = f"{source.get('repo')}@{revision}" if from_hub and revision else source.get("repo") or source.get("path")
     return Registration(
         model_name=model_name,

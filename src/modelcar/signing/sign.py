@@ -13,22 +13,33 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import UsageError
-from ..oci.image import OCI_CONFIG, OCI_MANIFEST, Descriptor, canonical_json
-from ..oci.store import Store
+from ..oci.client import RegistryError
+from ..oci.image import OCI_CONFIG, OCI_INDEX, OCI_MANIFEST, Descriptor, canonical_json
+from ..oci.store import RegistryStore, Store
+from .keys import load_private_key
 from .verify import BUNDLE, IN_TOTO
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePrivateKey
 
 PREDICATE_TYPE = "https://model_signing/signature/v1.0"
 ARTIFACT_TYPE = "application/vnd.model-signing.signature.v0.1"
+REFERRER_CONFIG = "application/vnd.model-signing.signature.v0.1.config+json"
 ARTIFACT_ANNOTATION = "dev.sigstore.model-signing.artifact-type"
 SERIALIZATION = {"method": "files", "hash_type": "sha256", "allow_symlinks": False, "ignore_paths": []}
 
 
-def statement(files: dict[str, str], name: str) -> bytes:
-    """The in-toto statement over `files` ({path: sha256:...}), as model-signing writes it."""
+GIT_PATHS = (".git", ".gitattributes", ".github", ".gitignore")  # model-signing leaves them out
+
+
+def statement(files: dict[str, str], name: str, ignore_paths: tuple[str, ...] = ()) -> bytes:
+    """The in-toto statement over `files` ({path: sha256:...}), as model-signing writes it;
+    `ignore_paths` are recorded as left out (model.sig itself, in a model directory)."""
     if not files:
         raise UsageError("there are no model files to sign")
     root = hashlib.sha256()
@@ -37,32 +48,34 @@ def statement(files: dict[str, str], name: str) -> bytes:
         hexdigest = files[path].removeprefix("sha256:")
         root.update(bytes.fromhex(hexdigest))
         resources.append({"name": path, "algorithm": "sha256", "digest": hexdigest})
+    serialization = {**SERIALIZATION, "ignore_paths": list(ignore_paths)}
     doc: dict[str, Any] = {
         "_type": "https://in-toto.io/Statement/v1",
         "subject": [{"name": name, "digest": {"sha256": root.hexdigest()}}],
         "predicateType": PREDICATE_TYPE,
-        "predicate": {"serialization": SERIALIZATION, "resources": resources},
+        "predicate": {"serialization": serialization, "resources": resources},
     }
     return json.dumps(doc, indent=2).encode()
 
 
-def sign_files(files: dict[str, str], private_key: Path, name: str = "model") -> bytes:
-    """The signature bundle (JSON bytes) over `files`, signed with the PEM EC private key."""
+def sign_files(
+    files: dict[str, str],
+    private_key: Path | EllipticCurvePrivateKey,
+    name: str = "model",
+    password: str | None = None,
+    ignore_paths: tuple[str, ...] = (),
+) -> bytes:
+    """The signature bundle (JSON bytes) over `files`, signed with the EC private key (or the
+    PEM file holding it, decrypted with `password`)."""
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
 
-    try:
-        key = serialization.load_pem_private_key(private_key.read_bytes(), password=None)
-    except (OSError, ValueError, TypeError) as exc:
-        raise UsageError(
-            f"invalid SIGN_KEY={str(private_key)!r}: not a readable unencrypted PEM private key ({exc})"
-        ) from None
-    if not isinstance(key, ec.EllipticCurvePrivateKey) or key.curve.key_size not in (256, 384, 521):
-        raise UsageError(f"invalid SIGN_KEY={str(private_key)!r}: not an EC P-256, P-384 or P-521 private key")
+    key = load_private_key(private_key, password) if isinstance(private_key, Path) else private_key
     algorithm = {256: hashes.SHA256(), 384: hashes.SHA384(), 521: hashes.SHA512()}[key.curve.key_size]
-    payload = statement(files, name)
+    payload = statement(files, name, ignore_paths)
     pae = f"DSSEv1 {len(IN_TOTO)} {IN_TOTO} {len(payload)} ".encode() + payload
-    signature = key.sign(pae, ec.ECDSA(algorithm))
+    # RFC 6979: the same key and files give the same bytes, so a signed image stays reproducible.
+    signature = key.sign(pae, ec.ECDSA(algorithm, deterministic_signing=True))
     pem = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
     bundle = {
         "mediaType": BUNDLE,
@@ -88,4 +101,54 @@ def attach(store: Store, image_digest: str, bundle: bytes) -> str:
         "layers": [Descriptor(BUNDLE, layer_digest, len(bundle)).to_json()],
         "annotations": {ARTIFACT_ANNOTATION: ARTIFACT_TYPE},
     }
-    return store.put_manifest(canonical_json(manifest), OCI_MANIFEST, image_digest.replace(":", "-") + ".sig")
+    return store.put_manifest(canonical_json(manifest), OCI_MANIFEST, tag_for(image_digest))
+
+
+def key_signer(key: EllipticCurvePrivateKey) -> Callable[[dict[str, str], str, tuple[str, ...]], bytes]:
+    """sign_files with `key`, as the (files, name, ignore_paths) -> bundle function signing takes."""
+    return lambda files, name, ignore_paths: sign_files(files, key, name, ignore_paths=ignore_paths)
+
+
+def tag_for(image_digest: str) -> str:
+    return image_digest.replace(":", "-") + ".sig"
+
+
+def has_referrers_api(store: Store, image_digest: str) -> bool:
+    """Whether the registry answers `GET /v2/<repo>/referrers/<digest>` with an image index (OCI
+    1.1); Distribution 2.8 (Debian's docker-registry) and GHCR answer 404. A layout has none."""
+    if not isinstance(store, RegistryStore):
+        return False
+    store.client.want(store.repository, "pull")
+    try:
+        response = store.client.request(
+            "GET",
+            f"/v2/{store.repository}/referrers/{image_digest}",
+            headers={"Accept": OCI_INDEX},
+            ok=(200, 404, 400, 405),
+        )
+    except RegistryError:
+        return False
+    if response.status_code != 200:
+        return False
+    try:
+        doc = response.json()
+    except ValueError:
+        return False
+    return isinstance(doc, dict) and isinstance(doc.get("manifests"), list)
+
+
+def attach_referrer(store: Store, subject: Descriptor, bundle: bytes) -> str:
+    """Pushes the signature as an OCI 1.1 referrer of `subject` (by digest, no tag), as
+    model-signing's referrers mode does; returns its digest."""
+    config = b"{}"
+    store.put_bytes(config)
+    layer_digest = store.put_bytes(bundle)
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "artifactType": ARTIFACT_TYPE,
+        "config": Descriptor(REFERRER_CONFIG, "sha256:" + hashlib.sha256(config).hexdigest(), len(config)).to_json(),
+        "layers": [Descriptor(BUNDLE, layer_digest, len(bundle)).to_json()],
+        "subject": subject.to_json(),
+    }
+    return store.put_manifest(canonical_json(manifest), OCI_MANIFEST, None)

@@ -101,10 +101,24 @@ def test_a_hashed_directory_is_read_lazily(ca: TestCA, tmp_path: Path, monkeypat
     hashed.mkdir()
     (hashed / "test-ca.pem").write_bytes(ca.ca.read_bytes())
     subprocess.run(["openssl", "rehash", str(hashed)], check=True, capture_output=True)
+    system_paths(monkeypatch, None, tmp_path / "no-system-store")  # no system bundle to parse
     monkeypatch.setenv("SSL_CERT_DIR", str(hashed))
     context = ssl_context(True, None)
     assert context.cert_store_stats()["x509_ca"] == 0  # nothing parsed up front
     handshake(context, ca)
+
+
+def test_a_ca_only_in_the_system_bundle_is_trusted_beside_a_hashed_directory(
+    ca: TestCA, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cluster's CA mounted over the system bundle, while the hashed directory lacks it."""
+    other = make_test_ca(tmp_path / "other")
+    hashed = tmp_path / "certs"
+    hashed.mkdir()
+    (hashed / "other-ca.pem").write_bytes(other.ca.read_bytes())
+    subprocess.run(["openssl", "rehash", str(hashed)], check=True, capture_output=True)
+    system_paths(monkeypatch, ca.ca, hashed)
+    handshake(ssl_context(True, None), ca)
 
 
 def test_ssl_cert_file_is_honoured(ca: TestCA, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -153,7 +167,8 @@ def test_variables_naming_the_system_store_are_the_system_store(
     ca: TestCA, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # As some images set them: SSL_CERT_FILE and SSL_CERT_DIR naming the system's own bundle and
-    # hashed directory. The directory is read lazily; the bundle is not parsed up front.
+    # hashed directory. They are the system store: its bundle (loaded, as always, since a CA may
+    # be in it alone) and its directory, and certifi is not added.
     hashed = tmp_path / "certs"
     hashed.mkdir()
     (hashed / "bundle.pem").write_bytes(ca.ca.read_bytes())
@@ -162,5 +177,5 @@ def test_variables_naming_the_system_store_are_the_system_store(
     monkeypatch.setenv("SSL_CERT_FILE", str(hashed / "bundle.pem"))
     monkeypatch.setenv("SSL_CERT_DIR", str(hashed))
     context = ssl_context(True, None)
-    assert context.cert_store_stats()["x509_ca"] == 0
+    assert context.cert_store_stats()["x509_ca"] == 1
     handshake(context, ca)

@@ -4,10 +4,10 @@ Trusted: the system's CAs (as OpenSSL finds them: SSL_CERT_FILE and SSL_CERT_DIR
 certifi's where the system's public CAs may be missing, and CA_BUNDLE's.
 
 Loading a CA file parses every certificate in it: about 0.14 s each for the system bundle and
-certifi's on a small machine, before the first byte of a push. So a hashed certificate directory
-(Debian's /etc/ssl/certs, `openssl rehash`), which OpenSSL reads one certificate at a time as a
-chain needs it, stands for the system's bundle; certifi is added only where no such directory
-nor the system bundle holds the public CAs (a minimal image, or SSL_CERT_FILE naming a
+certifi's on a small machine, before the first byte of a push. The system bundle is always
+loaded (a CA may have been added to it alone); a hashed certificate directory (Debian's
+/etc/ssl/certs, `openssl rehash`) is read one certificate at a time as a chain needs it; certifi
+is added only where neither holds the public CAs (a minimal image, or SSL_CERT_FILE naming a
 private CA alone on a system without a hashed directory).
 """
 
@@ -59,12 +59,13 @@ def _load_system_trust(context: ssl.SSLContext) -> bool:
     if env_file:
         _load(context, Path(env_file), f"{paths.openssl_cafile_env}")
         return hashed and not env_dir
-    if hashed:
-        return True
+    # The system bundle is loaded even beside a hashed directory, as OpenSSL's defaults do: a CA
+    # mounted into the bundle alone (a cluster's CA over /etc/ssl/certs/ca-certificates.crt, as
+    # Kubernetes set-ups do) is not in the directory.
     if paths.openssl_cafile and os.path.isfile(paths.openssl_cafile):
         context.load_verify_locations(cafile=paths.openssl_cafile)
-        return context.cert_store_stats()["x509_ca"] > 0
-    return False
+        return hashed or context.cert_store_stats()["x509_ca"] > 0
+    return hashed
 
 
 def _unless_same(value: str | None, default: str | None) -> str | None:

@@ -35,7 +35,7 @@ import pytest
 
 from modelcar.stages import BUILD_PUSH, CLEANUP, COMPRESS, DOWNLOAD, REGISTER, STAGE_NAMES
 
-from .helpers import secrets
+from .helpers import model_signing_tool, secrets
 from .helpers.common import REPO_ROOT, clean_env
 from .helpers.fake_model import fake_model_files, write_model_dir
 from .helpers.image_envs import base_commands, env_bin, image_paths
@@ -100,6 +100,7 @@ def run_pipeline(tmp_path: Path) -> Callable[..., Run]:
         env: Mapping[str, str] | None = None,
         secrets_: Mapping[str, Mapping[str, str]] | None = None,
         registry_auth: Path | None = None,
+        sign_key: Path | None = None,
         workspace: Path | None = None,
     ) -> Run:
         workspace = workspace or tmp_path / f"pvc-{next(counter)}"
@@ -113,6 +114,8 @@ def run_pipeline(tmp_path: Path) -> Callable[..., Run]:
         bound: dict[str, Path | None] = {"shared-workspace": workspace}
         if registry_auth is not None:
             bound["registry-auth"] = registry_auth
+        if sign_key is not None:
+            bound["sign-key"] = sign_key
         result = executor.run(dict(params), bound)
         secrets.captured_output.append(result.output)
         assert not secrets.leaks(result.output), "a secret appeared in a task's output"
@@ -377,6 +380,80 @@ def test_skipping_download_uses_the_model_already_in_the_workspace(
     )
     assert (workspace / "model" / "config.json").read_bytes() == fake_model_files(seed=63)["config.json"]
     assert run.result.results["IMAGE_DIGEST"].startswith("sha256:")
+
+
+def sign_key_secret(path: Path, password: str | None) -> tuple[Path, Path]:
+    """A sign-key workspace as a secret with sign-key.pem (and password) mounts it; and the public key."""
+    path.mkdir(parents=True)
+    private, public = model_signing_tool.write_key_pair(path, password=password)
+    private.rename(path / "sign-key.pem")
+    moved = public.rename(path.parent / "sign-key.pub")
+    if password is not None:
+        (path / "password").write_text(password)
+    return path, moved
+
+
+def test_a_bound_sign_key_signs_the_image_and_the_registry_entry_says_so(
+    run_pipeline: Callable[..., Run],
+    local_model: Path,
+    oci_registry: Any,
+    busybox_layout: Path,
+    model_registry_factory: Callable[..., Any],
+    tmp_path: Path,
+) -> None:
+    model_signing_tool.require()
+    registry = model_registry_factory()
+    sign_key, public = sign_key_secret(tmp_path / "sign-key", secrets.SIGN_KEY_PASSWORD)
+    repo = "tekton/signed"
+    run = run_pipeline(
+        {
+            "HUGGINGFACE_MODEL": str(local_model),
+            "OCI_IMAGE": f"{oci_registry.host}/{repo}:1.0.0",
+            "BASE_IMAGE": f"oci:{busybox_layout}",
+            "TLS_VERIFY": "false",
+            "MODEL_REGISTRY_URL": registry.url,
+        },
+        sign_key=sign_key,
+    )
+    expect_statuses(run, compress_model=SKIPPED)
+    results = run.result.results
+    digest = results["IMAGE_DIGEST"]
+    assert results["SIGNATURE_REF"] == f"{oci_registry.host}/{repo}:{digest.replace(':', '-')}.sig"
+    assert results["SIGNATURE_DIGEST"].startswith("sha256:") and results["MODEL_SIG_DIGEST"].startswith("sha256:")
+    signature = run.run_json()["image"]["signature"]
+    assert signature["signed"] is True and signature["ref"] == results["SIGNATURE_REF"]
+
+    # The field's tool verifies the image in the registry and model.sig against the files.
+    model = run.workspace / "model"
+    theirs = model_signing_tool.run(
+        "verify", "key", results["IMAGE_URL"], "--public-key", str(public), "--local-model", str(model)
+    )
+    assert theirs.returncode == 0, theirs.stdout + theirs.stderr
+    theirs = model_signing_tool.run(
+        "verify", "key", str(model), "--signature", str(model / "model.sig"), "--public-key", str(public)
+    )
+    assert theirs.returncode == 0, theirs.stdout + theirs.stderr
+
+    # The Model Registry version says it is signed, and where the signature is.
+    registry.check()
+    (model_entry,) = registry.registered_models.values()
+    (version,) = registry.versions_of(model_entry["id"])
+    assert custom_property(version, "signed") is True
+    assert custom_property(version, "signature_ref") == results["SIGNATURE_REF"]
+
+
+def test_a_wrong_sign_key_password_stops_the_run_in_validate(
+    run_pipeline: Callable[..., Run], local_model: Path, tmp_path: Path
+) -> None:
+    sign_key, _ = sign_key_secret(tmp_path / "sign-key", secrets.SIGN_KEY_PASSWORD)
+    (sign_key / "password").write_text("not-the-password")
+    run = run_pipeline(
+        {"HUGGINGFACE_MODEL": str(local_model), "OCI_IMAGE": f"oci:{tmp_path / 'layout'}:1"}, sign_key=sign_key
+    )
+    assert run.result.statuses == {VALIDATE: FAILED} | {name: NOT_RUN for name in STAGE_NAMES}
+    assert run.result.tasks[VALIDATE].steps[0].returncode == 2
+    assert "SIGN_KEY_PASSWORD" in run.result.tasks[VALIDATE].output
+    assert "not-the-password" not in run.result.output
 
 
 # -- failing fast ----------------------------------------------------------------------------

@@ -27,6 +27,7 @@ from .helpers.secrets import SIGN_KEY_PASSWORD
 
 MIB = 1 << 20
 MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+INDEX = "application/vnd.oci.image.index.v1+json"
 
 
 @pytest.fixture
@@ -252,6 +253,49 @@ def test_a_refused_signature_upload_leaves_the_image_pushed_and_reported_unsigne
     assert not (workspace / "results" / "SIGNATURE_REF").exists()
     # The image itself is in the registry.
     _manifest(oci_registry, "signing/refused", image["digest"])
+
+
+@NEEDS_SKOPEO_UMOCI
+@pytest.mark.usefixtures("signing_tool")
+def test_where_the_registry_has_the_referrers_api_the_signature_is_a_referrer(
+    oci_registry: Registry, busybox_layout: Path, tmp_path: Path
+) -> None:
+    """Distribution 2.8 has no referrers API: a proxy answers it (an index of what it is told)."""
+    workspace = _workspace(tmp_path)
+    private, public = model_signing_tool.write_key_pair(tmp_path)
+    referrers: list[dict] = []
+
+    def referrers_api(request: ProxyRequest) -> Reply | None:
+        if request.method == "GET" and "/referrers/" in request.path:
+            index = {"schemaVersion": 2, "mediaType": INDEX, "manifests": referrers}
+            return Reply(200, {"Content-Type": INDEX}, json.dumps(index).encode())
+        return None
+
+    with HttpFaultProxy(oci_registry.host, referrers_api) as proxy:
+        host = proxy.url.removeprefix("http://")
+        result = run_cli(
+            *build_push_args(workspace, f"{host}/signing/referred:1", f"oci:{busybox_layout}"), env=_env(private)
+        )
+        assert result.returncode == 0, result.output
+        image = json.loads((workspace / "run.json").read_text())["image"]
+        signature = image["signature"]
+        assert signature["mode"] == "referrer" and signature["ref"] == f"{host}/signing/referred@{signature['digest']}"
+        pushed = json.loads(_get(oci_registry, f"/v2/signing/referred/manifests/{signature['digest']}", MANIFEST))
+        assert pushed["subject"]["digest"] == image["digest"]
+        assert pushed["artifactType"] == "application/vnd.model-signing.signature.v0.1"
+        no_tag = httpx.get(oci_registry.url(f"/v2/signing/referred/manifests/{image['digest'].replace(':', '-')}.sig"))
+        assert no_tag.status_code == 404
+        # Listed by the (stand-in) referrers API, it is found and verified there.
+        referrers.append(
+            {
+                "mediaType": MANIFEST,
+                "digest": signature["digest"],
+                "size": len(json.dumps(pushed, separators=(",", ":"))),
+                "artifactType": pushed["artifactType"],
+            }
+        )
+        checked = run_cli("verify", image["pinned"], "--no-tls-verify", "--public-key", str(public))
+        assert checked.returncode == 0 and "referrers" in checked.stderr, checked.output
 
 
 def test_a_layout_destination_is_signed_too(busybox_layout: Path, tmp_path: Path) -> None:

@@ -15,6 +15,15 @@ def check_signing(params: Params, installed: bool = False) -> None:
     Without it (`modelcar validate`, which may run elsewhere), a key is parsed when the
     cryptography package is at hand, and otherwise left to the process that signs.
     """
+    if not params.signing:
+        return
+    if getattr(params, "follow_download", False):
+        raise ParameterError(
+            "FOLLOW_DOWNLOAD",
+            "true",
+            "false when signing (SIGN_KEY, SIGN_KEYLESS): model.sig lists every file's digest before the "
+            "first layer goes, so build-and-push must start after download-model",
+        )
     if params.sign_key is not None:
         if installed:
             keys.require_cryptography()

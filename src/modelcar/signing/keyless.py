@@ -113,7 +113,10 @@ def signer(trust_config: Path | None, token_path: Path) -> Callable[[dict[str, s
         token = token_path.read_text().strip()
     except OSError as exc:
         raise UsageError(f"cannot read SIGSTORE_IDENTITY_TOKEN_PATH={str(token_path)!r} ({exc.strerror})") from None
-    config = ms_signing.Config().use_sigstore_signer(identity_token=token, trust_config=trust_config)
+    try:
+        config = ms_signing.Config().use_sigstore_signer(identity_token=token, trust_config=trust_config)
+    except Exception as exc:  # a trust config the Sigstore client cannot use, a TUF failure
+        raise ModelcarError(f"keyless signing cannot start: {type(exc).__name__}: {exc}") from None
 
     def sign(files: dict[str, str], name: str, ignore_paths: tuple[str, ...]) -> bytes:
         try:

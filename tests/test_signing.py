@@ -449,3 +449,18 @@ def _tar_of(name: str, data: bytes) -> bytes:
         info.size, info.mode = len(data), 0o644
         tar.addfile(info, io.BytesIO(data))
     return buffer.getvalue()
+
+
+def test_without_the_sign_extra_build_and_push_says_what_to_install(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from modelcar.errors import UsageError
+    from modelcar.params import load_params
+    from modelcar.signing import check, keys
+
+    private, _ = model_signing_tool.write_key_pair(tmp_path)
+    params = load_params({}, {"SIGN_KEY": str(private), "MODELCAR_WORKSPACE": str(tmp_path / "ws")})
+    monkeypatch.setattr(keys, "available", lambda: False)
+    check.check_signing(params)  # validate elsewhere: left to the process that signs
+    with pytest.raises(UsageError, match=r"modelcar\[sign\]"):
+        check.check_signing(params, installed=True)

@@ -193,6 +193,30 @@ SKIP_OPTIONS = [
         help=f"Stages to skip, comma-separated or repeated: {', '.join(STAGE_NAMES)}.",
     ),
 ]
+FOLLOW_OPTIONS = [
+    _flag(
+        "--follow-download",
+        "--no-follow-download",
+        "follow_download",
+        "Push each file while download-model still runs on the same workspace (Tekton: the two tasks side by side).",
+    ),
+    _flag(
+        "--delete-after-push",
+        "--keep-after-push",
+        "delete_after_push",
+        "Delete each file from the workspace once its layer is pushed (a volume smaller than the model; "
+        "no compression, a re-push needs a new download).",
+    ),
+]
+OVERLAP_OPTIONS = [
+    _flag(
+        "--overlap",
+        "--sequential",
+        "overlap",
+        "Without compression, push each file while the next ones download (default), or one stage after the other.",
+    ),
+    *FOLLOW_OPTIONS[1:],
+]
 COMMON_OPTIONS = [
     _option(
         "--workspace",
@@ -213,7 +237,9 @@ COMMON_OPTIONS = [
     ),
     click.option("--quiet", "-q", is_flag=True, help="Only errors and warnings on stderr; no progress bars."),
 ]
-ALL_OPTIONS = SOURCE_OPTIONS + COMPRESS_OPTIONS + IMAGE_OPTIONS + TLS_OPTIONS + REGISTER_OPTIONS + SKIP_OPTIONS
+ALL_OPTIONS = (
+    SOURCE_OPTIONS + COMPRESS_OPTIONS + IMAGE_OPTIONS + TLS_OPTIONS + REGISTER_OPTIONS + SKIP_OPTIONS + OVERLAP_OPTIONS
+)
 
 
 def _with(options: list[Decorator]) -> Decorator:
@@ -314,7 +340,7 @@ def compress_command(**options: Any) -> None:
 
 
 @main.command("build-push")
-@_with(IMAGE_OPTIONS + TLS_OPTIONS)
+@_with(IMAGE_OPTIONS + TLS_OPTIONS + FOLLOW_OPTIONS)
 def build_push_command(**options: Any) -> None:
     """Build the ModelCar image from <workspace>/model on a base image and push it (or write a layout)."""
     _execute(options, (BUILD_PUSH,), explicit=True)

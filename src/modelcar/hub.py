@@ -7,15 +7,18 @@ apply. The token is passed to the client and never appears in a message.
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
 import httpx
-from huggingface_hub import HfApi, snapshot_download
+from huggingface_hub import HfApi, hf_hub_download, snapshot_download
 from huggingface_hub import constants as hf_constants
 from huggingface_hub.errors import (
+    EntryNotFoundError,
     GatedRepoError,
     HfHubHTTPError,
     LocalEntryNotFoundError,
@@ -28,6 +31,9 @@ from .errors import ModelcarError
 from .retry import RETRYABLE_STATUS, RetryPolicy
 
 T = TypeVar("T")
+
+LARGE_FILE = 16 << 20  # downloaded one at a time, each complete as early as it can be
+SMALL_FILE_WORKERS = 4
 
 
 class HubError(ModelcarError):
@@ -105,6 +111,62 @@ def download(
         raise HubError(_http_message(exc, resolved.repo_id, resolved.revision, token)) from None
     except (httpx.TransportError, LocalEntryNotFoundError) as exc:
         raise HubError(_network_message(exc)) from None
+
+
+def download_files(
+    resolved: ResolvedRepo,
+    names: list[str],
+    target: Path,
+    token: str | None,
+    progress: bool,
+    on_file: Callable[[str, Path], None],
+    stop: threading.Event | None = None,
+) -> None:
+    """Downloads the named files of the resolved commit into target, each one appearing there
+    under its name only once complete (resuming what is there); `on_file(name, path)` after each.
+
+    Small files first, several at once; then the large ones one after the other, so that each is
+    complete as early as it can be (a push that follows the download starts on the first).
+    """
+    (enable_progress_bars if progress else disable_progress_bars)()
+    small = [n for n in names if resolved.sizes.get(n, 0) < LARGE_FILE]
+    large = [n for n in names if resolved.sizes.get(n, 0) >= LARGE_FILE]
+
+    def one(name: str) -> None:
+        if stop is not None and stop.is_set():
+            raise HubError("download stopped: build-and-push failed")
+
+        def fetch() -> str:
+            return hf_hub_download(
+                resolved.repo_id,
+                name,
+                revision=resolved.sha,
+                local_dir=target,
+                token=token or False,
+                endpoint=endpoint(),
+            )
+
+        try:
+            path = with_network_retries(fetch)
+        except GatedRepoError:
+            raise HubError(_gated_message(resolved.repo_id, token)) from None
+        except (RepositoryNotFoundError, RevisionNotFoundError):
+            raise HubError(_not_found_message(resolved.repo_id, token)) from None
+        except EntryNotFoundError:
+            raise HubError(
+                f"{name} is listed in {resolved.repo_id}@{resolved.sha[:12]} but cannot be fetched"
+            ) from None
+        except HfHubHTTPError as exc:
+            raise HubError(_http_message(exc, resolved.repo_id, resolved.revision, token)) from None
+        except (httpx.TransportError, LocalEntryNotFoundError) as exc:
+            raise HubError(_network_message(exc)) from None
+        on_file(name, Path(path))
+
+    with ThreadPoolExecutor(max_workers=SMALL_FILE_WORKERS, thread_name_prefix="modelcar-download") as pool:
+        for job in [pool.submit(one, name) for name in small]:
+            job.result()
+    for name in large:
+        one(name)
 
 
 def with_network_retries(call: Callable[[], T], policy: RetryPolicy | None = None) -> T:

@@ -72,6 +72,9 @@ ENV_NAMES: dict[str, str] = {
     "registry_token_path": "MODEL_REGISTRY_TOKEN_PATH",
     "overwrite": "OVERWRITE",
     "skip": "SKIP_TASKS",
+    "overlap": "OVERLAP_DOWNLOAD_PUSH",
+    "follow_download": "FOLLOW_DOWNLOAD",
+    "delete_after_push": "DELETE_AFTER_PUSH",
     "workspace": "MODELCAR_WORKSPACE",
     "authfile": "REGISTRY_AUTH_FILE",
     "tls_verify": "TLS_VERIFY",
@@ -142,6 +145,9 @@ class Params:
     registry_token: Secret | None = None
     overwrite: bool = False
     skip: tuple[str, ...] = ()
+    overlap: bool = True  # modelcar run without compression: push each file while the next ones download
+    follow_download: bool = False  # build-and-push follows a download still running (download.progress)
+    delete_after_push: bool = False  # with overlap or follow: each file deleted once its layer is pushed
     workspace: Path
     authfile: Path | None = None
     tls_verify: bool = True
@@ -228,6 +234,9 @@ def load_params(cli: Mapping[str, Any], environ: Mapping[str, str] | None = None
         "registry_token": _registry_token(raw, env),
         "overwrite": _bool(raw, "overwrite", False),
         "skip": _skip(raw),
+        "overlap": _bool(raw, "overlap", True),
+        "follow_download": _bool(raw, "follow_download", False),
+        "delete_after_push": _delete_after_push(raw),
         "workspace": workspace,
         "authfile": _authfile(raw),
         "tls_verify": _bool(raw, "tls_verify", True),
@@ -347,6 +356,16 @@ def _reference(raw: _Raw, field: str, value: str) -> ImageRef:
         return parse_reference(value)
     except ReferenceError as exc:
         raise _fail(field, value, f"{exc}; expected {ACCEPTED_FORMS}") from None
+
+
+def _delete_after_push(raw: _Raw) -> bool:
+    """Files deleted once pushed are gone for compress-model: the two exclude each other."""
+    value = _bool(raw, "delete_after_push", False)
+    if value and _bool(raw, "compress", False):
+        raise _fail(
+            "delete_after_push", raw.get("delete_after_push"), "false when COMPRESS_MODEL is true (it needs every file)"
+        )
+    return value
 
 
 def _bool(raw: _Raw, field: str, default: bool) -> bool:

@@ -7,6 +7,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import overlap
+from .download_record import COMPRESS_RECORD_NAME, StageBeat
 from .errors import ModelcarError, ParameterError, StageFailed, UsageError
 from .oci.reference import LayoutRef
 from .params import Params
@@ -14,7 +16,7 @@ from .record import RunRecord
 from .stages import BUILD_PUSH, CLEANUP, COMPRESS, DOWNLOAD, REGISTER, STAGE_NAMES
 from .stages.context import StageContext
 from .ui import UI
-from .workspace import Workspace
+from .workspace import LOCK_NAME, PUSH_LOCK_NAME, Workspace
 
 # What a stage makes stale when it starts: its own section and those describing what later stages
 # made from the model as it was, so that a result (IMAGE_DIGEST, MODEL_URI, ...) never comes from
@@ -133,19 +135,27 @@ def run_pipeline(params: Params, ui: UI, stages: tuple[str, ...] = STAGE_NAMES, 
     planned = plan(params, stages, explicit)
     preflight(params, planned, workspace)
     check_environment(params, planned)
-    with workspace.locked():
+    # A build-and-push that follows a download still running shares the workspace with it.
+    following = params.follow_download and stages == (BUILD_PUSH,)
+    with workspace.locked(PUSH_LOCK_NAME if following else LOCK_NAME):
         workspace.ensure()
         record = RunRecord.load(workspace.run_json)
         record.set("params", params.public_view())
         context = StageContext(params, workspace, record, ui)
+        side_by_side = overlap.applies(params, {stage.name for stage in planned if stage.runs})
         for stage in planned:
             if not stage.runs:
                 ui.info(f"{stage.name}: skipped ({stage.reason})")
                 record.mark_stage(stage.name, "skipped", reason=stage.reason)
                 record.save()
                 continue
+            if side_by_side and stage.name == BUILD_PUSH:
+                continue  # it ran beside download-model
             try:
-                _run_stage(stage.name, context)
+                if side_by_side and stage.name == DOWNLOAD:
+                    overlap.run_side_by_side(context, _run_stage)
+                else:
+                    _run_stage(stage.name, context)
             except ModelcarError as exc:
                 exc.record = record  # for --json, which prints the record whatever happened
                 raise
@@ -161,7 +171,11 @@ def _run_stage(name: str, context: StageContext) -> None:
     record.save()
     started = time.monotonic()
     try:
-        module.run(context)
+        if name == COMPRESS:  # a build-and-push waiting for it (Tekton) sees it alive, or failed
+            with StageBeat(context.workspace.root / COMPRESS_RECORD_NAME):
+                module.run(context)
+        else:
+            module.run(context)
     except BaseException as exc:
         seconds = round(time.monotonic() - started, 3)
         if isinstance(exc, KeyboardInterrupt):

@@ -6,7 +6,13 @@ another stage's internals.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import json
+import os
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,9 +36,16 @@ RESULT_PATHS: dict[str, tuple[str, ...]] = {
 
 
 class RunRecord:
+    """The record of one process. Saving merges: a section (or a stage's entry) this process left
+    as it found it takes what another process wrote meanwhile, so download-model and a
+    build-and-push that follows it (two Tekton pods, one volume) each keep the other's sections.
+    Saves are serialised between processes by a lock on the workspace directory, and between threads."""
+
     def __init__(self, path: Path, data: dict[str, Any]) -> None:
         self.path = path
         self.data = data
+        self._base = _copy(data) if path.exists() else {}  # what run.json held when last read or written
+        self._lock = threading.RLock()
 
     @classmethod
     def load(cls, path: Path) -> RunRecord:
@@ -47,11 +60,13 @@ class RunRecord:
         return self.data.get(section)
 
     def set(self, section: str, value: Any) -> None:
-        self.data[section] = value
+        with self._lock:
+            self.data[section] = value
 
     def drop(self, *sections: str) -> None:
-        for section in sections:
-            self.data.pop(section, None)
+        with self._lock:
+            for section in sections:
+                self.data.pop(section, None)
 
     def stage(self, name: str) -> dict[str, Any]:
         return self.data["stages"].get(name, {})
@@ -59,7 +74,8 @@ class RunRecord:
     def mark_stage(self, name: str, status: str, **details: Any) -> None:
         entry = {"status": status, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         entry.update(details)
-        self.data["stages"][name] = entry
+        with self._lock:
+            self.data["stages"][name] = entry
 
     def results(self) -> dict[str, str]:
         found: dict[str, str] = {}
@@ -72,5 +88,58 @@ class RunRecord:
         return found
 
     def save(self) -> None:
-        self.data["modelcar"] = __version__
-        atomic.write_json(self.path, self.data)
+        with self._lock, _directory_lock(self.path.parent):
+            self.data["modelcar"] = __version__
+            disk = _read_quietly(self.path)
+            if disk is not None:
+                _merge(self.data, self._base, disk)
+            atomic.write_json(self.path, self.data)
+            self._base = _copy(self.data)
+
+
+def _merge(ours: dict[str, Any], base: dict[str, Any], disk: dict[str, Any]) -> None:
+    """Takes into `ours` what another process changed on disk where this one changed nothing."""
+    for key in set(base) | set(disk):
+        if key == "stages":
+            continue
+        if ours.get(key, _ABSENT) == base.get(key, _ABSENT) and disk.get(key, _ABSENT) != base.get(key, _ABSENT):
+            if key in disk:
+                ours[key] = disk[key]
+            else:
+                ours.pop(key, None)
+    stages, base_stages, disk_stages = ours.setdefault("stages", {}), base.get("stages") or {}, disk.get("stages") or {}
+    if isinstance(disk_stages, dict) and isinstance(base_stages, dict):
+        for name in set(base_stages) | set(disk_stages):
+            mine, was, theirs = stages.get(name), base_stages.get(name), disk_stages.get(name)
+            if mine == was and theirs != was:
+                if theirs is None:
+                    stages.pop(name, None)
+                else:
+                    stages[name] = theirs
+
+
+_ABSENT = object()
+
+
+def _copy(data: dict[str, Any]) -> dict[str, Any]:
+    return json.loads(json.dumps(data))
+
+
+def _read_quietly(path: Path) -> dict[str, Any] | None:
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+@contextlib.contextmanager
+def _directory_lock(path: Path) -> Iterator[None]:
+    """flock on the workspace directory itself: no file of its own, released when the process dies."""
+    path.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)

@@ -15,6 +15,7 @@ from .errors import ModelcarError, UsageError
 
 MARKER_NAME = ".modelcar-workspace"
 LOCK_NAME = ".modelcar.lock"
+PUSH_LOCK_NAME = ".modelcar-push.lock"  # a build-and-push that follows a download running beside it
 # A volume's root on ext4 holds lost+found; it is not ours to delete and does not make the
 # workspace "someone else's".
 FOREIGN_ENTRIES_TO_KEEP = frozenset({"lost+found"})
@@ -40,7 +41,7 @@ class Workspace:
         """Everything in the workspace but the marker, the lock and foreign volume entries."""
         if not self.root.is_dir():
             return []
-        keep = {MARKER_NAME, LOCK_NAME} | FOREIGN_ENTRIES_TO_KEEP
+        keep = {MARKER_NAME, LOCK_NAME, PUSH_LOCK_NAME} | FOREIGN_ENTRIES_TO_KEEP
         return sorted(p for p in self.root.iterdir() if p.name not in keep)
 
     def is_marked(self) -> bool:
@@ -77,14 +78,15 @@ class Workspace:
         return len(entries)
 
     @contextlib.contextmanager
-    def locked(self) -> Iterator[None]:
-        """Holds the workspace lock; a second run is refused at once, naming the holder.
+    def locked(self, name: str = LOCK_NAME) -> Iterator[None]:
+        """Holds the workspace lock (or another one by `name`); a second run is refused at once,
+        naming the holder.
 
         flock is released by the kernel when its holder dies, so a lock left by a killed
         process is simply taken over.
         """
         self.root.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(self.root / name, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:

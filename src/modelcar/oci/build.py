@@ -25,6 +25,7 @@ from typing import Any
 
 from ..errors import ModelcarError
 from ..files import sha256_file
+from ..readyfiles import CompleteDirectory, ReadyFiles
 from .base_check import Fitness, FitnessCache, Platform, check_in_background, scratch
 from .client import RegistryUnreachable
 from .digest_cache import DigestCache
@@ -42,7 +43,7 @@ from .image import (
     is_attestation,
     scratch_config,
 )
-from .layers import LayerPlan, plan_layers, scan_model
+from .layers import Entry, LayerPlan, plan_layers
 from .reference import ImageRef, LayoutRef, RegistryRef
 from .store import AbortableBlob, ClientOptions, Clients, Store, open_store
 
@@ -120,7 +121,7 @@ class BuildResult:
 
 
 def build_and_push(
-    model_dir: Path,
+    model_dir: Path | ReadyFiles,
     destination: ImageRef,
     base: ImageRef | None,
     options: ClientOptions,
@@ -131,10 +132,12 @@ def build_and_push(
     base_check: FitnessCache | None = None,
     known_digests: dict[str, str] | None = None,
 ) -> BuildResult:
-    """`known_digests`: files' sha256 (path -> sha256:...) known to be current, e.g. from run.json."""
+    """`model_dir`: a finished directory, or a ReadyFiles source whose files are pushed as they come
+    (a download still running). `known_digests`: files' sha256 (path -> sha256:...) known to be
+    current, e.g. from run.json."""
     started = time.monotonic()
-    plans = plan_layers(scan_model(model_dir))
-    _known_file_digests(plans, cache, known_digests or {})
+    source = CompleteDirectory(model_dir, known_digests) if isinstance(model_dir, Path) else model_dir
+    plans = plan_layers(source.entries())
     clients = Clients(options)
     try:
         dest = open_store(destination, clients)
@@ -142,16 +145,20 @@ def build_and_push(
         pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="modelcar-push")
         abort = threading.Event()  # set on the first failure (or Ctrl-C): running transfers stop at their next chunk
         try:
-            # Largest first, so the last layer to finish is a small one. The model layers do not
-            # depend on the base: they start while its manifest and configs are read.
-            order = sorted(range(len(plans)), key=lambda i: -plans[i].size)
-            jobs = {i: pool.submit(_push_layer, dest, plans[i], cache, progress, abort) for i in order}
+            # Each layer goes once its files are ready (a finished directory: all at once, largest
+            # first, so the last layer to finish is a small one). The model layers do not depend
+            # on the base: they start while its manifest and configs are read.
+            feeder = _LayerFeeder(
+                plans, source, lambda plan: pool.submit(_push_layer, dest, plan, cache, progress, abort, source)
+            )
+            feeding = _start_thread(feeder.run, abort)
             platforms, base_digest = _read_base(origin)
             checking = _check_base(origin, platforms, base_check, abort)
             base_layers = {d.digest: d for p in platforms for d in p.layers}
             base_jobs = [pool.submit(_ensure_base_layer, dest, origin, d, abort) for d in base_layers.values()]
             try:
-                _raise_first_error([*jobs.values(), *base_jobs])
+                jobs = feeder.wait(feeding, base_jobs)
+                source.wait_done(abort)
             except RegistryUnreachable as exc:
                 if isinstance(destination, RegistryRef) and exc.registry == destination.registry:
                     raise DestinationUnreachable(destination, exc) from None
@@ -188,13 +195,73 @@ def build_and_push(
     )
 
 
-def _raise_first_error(jobs: list[Future[Any]]) -> None:
-    """Waits for every job, but raises the first failure as soon as it happens."""
-    done, _ = wait(jobs, return_when=FIRST_EXCEPTION)
-    for job in done:
-        error = job.exception()
-        if error is not None:
-            raise error
+class _LayerFeeder:
+    """Submits each layer once the source has all of its files, and keeps the layers' jobs."""
+
+    def __init__(
+        self, plans: list[LayerPlan], source: ReadyFiles, submit: Callable[[LayerPlan], Future[tuple[str, bool]]]
+    ) -> None:
+        self.plans = plans
+        self.source = source
+        self.submit = submit
+        self.jobs: dict[int, Future[tuple[str, bool]]] = {}
+        self._lock = threading.Lock()
+
+    def run(self, abort: threading.Event) -> None:
+        waiting = {i: {e.name for e in p.regular_files} for i, p in enumerate(self.plans)}
+        layer_of = {name: i for i, names in waiting.items() for name in names}
+        ready: dict[int, dict[str, Entry]] = {i: {} for i in waiting}
+        for i in sorted((i for i, names in waiting.items() if not names), key=lambda i: -self.plans[i].size):
+            self._submit(i)
+        for entry in self.source.arrivals(abort):
+            i = layer_of[entry.name]
+            ready[i][entry.name] = entry
+            waiting[i].discard(entry.name)
+            if not waiting[i]:
+                self._submit(i, ready.pop(i))
+        if any(waiting.values()) and not abort.is_set():
+            raise AssertionError("the source ended before every file of the model arrived")
+
+    def _submit(self, i: int, arrived: dict[str, Entry] | None = None) -> None:
+        plan = self.plans[i]
+        if arrived and any(arrived[e.name] is not e for e in plan.regular_files):
+            plan = LayerPlan(
+                [arrived.get(e.name, e) for e in plan.entries], plan.title, plan.content, plan.content_path
+            )
+            self.plans[i] = plan
+        with self._lock:
+            self.jobs[i] = self.submit(plan)
+
+    def wait(self, feeding: Future[None], others: list[Future[Any]]) -> dict[int, Future[tuple[str, bool]]]:
+        """Waits for every layer and the other jobs, but raises the first failure as soon as it happens."""
+        while True:
+            with self._lock:
+                current = [feeding, *self.jobs.values(), *others]
+            done, pending = wait(current, timeout=0.2, return_when=FIRST_EXCEPTION)
+            for job in done:
+                error = job.exception()
+                if error is not None:
+                    raise error
+            if not pending and feeding.done():
+                with self._lock:
+                    if len(self.jobs) == len(self.plans) and all(job.done() for job in self.jobs.values()):
+                        return dict(self.jobs)
+
+
+def _start_thread(target: Callable[[threading.Event], None], abort: threading.Event) -> Future[None]:
+    """Runs target(abort) in a thread of its own; its outcome as a Future."""
+    outcome: Future[None] = Future()
+
+    def body() -> None:
+        try:
+            target(abort)
+        except BaseException as exc:  # handed to the waiting thread
+            outcome.set_exception(exc)
+        else:
+            outcome.set_result(None)
+
+    threading.Thread(target=body, name="modelcar-ready-files", daemon=True).start()
+    return outcome
 
 
 def _layer_result(plan: LayerPlan, job: Future[tuple[str, bool]]) -> LayerResult:
@@ -230,17 +297,22 @@ def _push_layer(
     cache: DigestCache,
     progress: Callable[[int], None] | None,
     abort: threading.Event,
+    source: ReadyFiles,
 ) -> tuple[str, bool]:
     """(digest, whether it was sent): HEAD first when the digest is remembered."""
+    _known_file_digests([plan], cache, source.known_digests())
     known = cache.get(plan)
     if known is not None and dest.has_blob(known):
         if progress is not None:
             progress(plan.size)
         _finish_file_digests(plan, cache)
+        source.pushed(plan.regular_files)
         return known, False
-    digest = dest.put_stream(AbortableBlob(plan.stream(), abort), progress)
+    # Remembered before the blob is complete: a kill just after finds it by HEAD on the rerun.
+    digest = dest.put_stream(AbortableBlob(plan.stream(), abort), progress, lambda found: cache.put(plan, found))
     _finish_file_digests(plan, cache)
     cache.put(plan, digest)
+    source.pushed(plan.regular_files)
     return digest, True
 
 

@@ -70,6 +70,9 @@ class Entry:
     path: Path | None = None  # on disk, for files
     target: str = ""  # for symlinks
     stat_key: tuple[int, ...] = ()  # (dev, inode, size, mtime_ns, ctime_ns): what the digest cache keys on
+    # Where the file is found once `path` is gone: a download still running renames its directory
+    # (model.partial -> model) when it ends; the file itself (inode) stays the same.
+    alt_path: Path | None = field(default=None, compare=False)
 
     @property
     def tar_name(self) -> str:
@@ -317,10 +320,16 @@ class FileRange:
     length: int
     name: str  # inside the model directory, for messages
     hasher: FileHasher | None = field(default=None, compare=False, repr=False)  # fed what is read
+    alt_path: Path | None = field(default=None, compare=False, repr=False)  # see Entry.alt_path
 
     def open(self) -> BinaryIO:
         try:
-            return open(self.path, "rb", buffering=0)  # the caller closes it
+            try:
+                return open(self.path, "rb", buffering=0)  # the caller closes it
+            except FileNotFoundError:
+                if self.alt_path is None:
+                    raise
+                return open(self.alt_path, "rb", buffering=0)
         except OSError as exc:
             raise ModelDirError(f"cannot read {self.path}: {exc.strerror}") from None
 
@@ -357,6 +366,7 @@ class _Segment:
     path: Path | None = None  # file bytes
     name: str = ""
     hasher: FileHasher | None = None
+    alt_path: Path | None = None
 
 
 class LayerStream:
@@ -372,7 +382,9 @@ class LayerStream:
             pos += len(header)
             if entry.kind == "file" and entry.size:
                 hasher = plan.hashers.get(entry.name)
-                self._segments.append(_Segment(pos, entry.size, path=entry.path, name=entry.name, hasher=hasher))
+                self._segments.append(
+                    _Segment(pos, entry.size, path=entry.path, name=entry.name, hasher=hasher, alt_path=entry.alt_path)
+                )
                 pos += entry.size
                 pad = _padded(entry.size) - entry.size
                 if pad:
@@ -393,7 +405,7 @@ class LayerStream:
                 continue
             assert seg.path is not None
             for start in range(skip, seg.length, READ_SIZE):
-                yield FileRange(seg.path, start, min(READ_SIZE, seg.length - start), seg.name, seg.hasher)
+                yield FileRange(seg.path, start, min(READ_SIZE, seg.length - start), seg.name, seg.hasher, seg.alt_path)
 
     def chunks(self, offset: int = 0) -> Iterator[bytes]:
         """The layer's bytes from `offset` to the end; headers are joined to the data that follows."""

@@ -141,7 +141,9 @@ class Store(ABC):
     def has_blob(self, digest: str) -> bool: ...
 
     @abstractmethod
-    def put_stream(self, source: BlobSource, progress: Progress = None) -> str: ...
+    def put_stream(
+        self, source: BlobSource, progress: Progress = None, before_finish: Callable[[str], None] | None = None
+    ) -> str: ...
 
     def copy_blob(self, origin: Store, descriptor: Descriptor, abort: threading.Event | None = None) -> None:
         _check_copy(origin, descriptor, self.put_stream(_abortable(origin.blob(descriptor), abort)))
@@ -174,8 +176,10 @@ class RegistryStore(Store):
     def has_blob(self, digest: str) -> bool:
         return self.client.has_blob(self.repository, digest)
 
-    def put_stream(self, source: BlobSource, progress: Progress = None) -> str:
-        return upload_blob(self.client, self.repository, source, progress)
+    def put_stream(
+        self, source: BlobSource, progress: Progress = None, before_finish: Callable[[str], None] | None = None
+    ) -> str:
+        return upload_blob(self.client, self.repository, source, progress, before_finish=before_finish)
 
     def copy_blob(self, origin: Store, descriptor: Descriptor, abort: threading.Event | None = None) -> None:
         source = _abortable(origin.blob(descriptor), abort)
@@ -222,7 +226,9 @@ class LayoutStore(Store):
     def has_blob(self, digest: str) -> bool:
         return self.layout.has_blob(digest)
 
-    def put_stream(self, source: BlobSource, progress: Progress = None) -> str:
+    def put_stream(
+        self, source: BlobSource, progress: Progress = None, before_finish: Callable[[str], None] | None = None
+    ) -> str:
         self.layout.init()
         digest, _ = self.layout.write_stream(source.chunks(0), progress)
         return digest

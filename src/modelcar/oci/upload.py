@@ -126,8 +126,11 @@ def upload_blob(
     source: BlobSource,
     progress: Callable[[int], None] | None = None,
     mount: tuple[str, str] | None = None,
+    before_finish: Callable[[str], None] | None = None,
 ) -> str:
-    """Uploads `source`; returns its digest. `mount` = (digest, from repository) tries a cross-repo mount."""
+    """Uploads `source`; returns its digest. `mount` = (digest, from repository) tries a cross-repo mount.
+    `before_finish(digest)` runs once every byte is sent, before the PUT that completes the blob
+    (to remember the digest: a kill right after that PUT then finds the blob by it)."""
     client.want(repository, "pull,push")
     reported = 0
 
@@ -145,7 +148,7 @@ def upload_blob(
             return mount[0]
         mount = None
         try:
-            return _send_all(client, repository, source, location, advance)
+            return _send_all(client, repository, source, location, advance, before_finish)
         except SessionLost as exc:
             restarts += 1
             if restarts > MAX_RESTARTS:
@@ -179,10 +182,11 @@ def _send_all(
     source: BlobSource,
     location: str,
     advance: Callable[[int], None],
+    before_finish: Callable[[str], None] | None = None,
 ) -> str:
     state = _Hash(source)
     try:
-        return _send_from(client, repository, source, location, advance, state)
+        return _send_from(client, repository, source, location, advance, state, before_finish)
     finally:
         state.close()
 
@@ -194,6 +198,7 @@ def _send_from(
     location: str,
     advance: Callable[[int], None],
     state: _Hash,
+    before_finish: Callable[[str], None] | None = None,
 ) -> str:
     offset = 0
     chunk_size: int | None = None  # None: the whole rest in one streamed PATCH
@@ -227,6 +232,8 @@ def _send_from(
         location, offset = _status(client, location)
     state.rewind(source.size)
     digest = state.digest()
+    if before_finish is not None:
+        before_finish(digest)
     _finish(client, repository, location, digest)
     return digest
 

@@ -11,6 +11,7 @@ from ..oci.digest_cache import DigestCache
 from ..oci.file_digests import recorded_digests
 from ..oci.store import ClientOptions
 from ..signing.steps import make_signer, sign_pushed
+from . import follow
 from .context import StageContext
 
 CACHE_NAME = ".modelcar-layer-digests.json"
@@ -24,6 +25,9 @@ def run(context: StageContext) -> None:
     cache = DigestCache(context.workspace.root / CACHE_NAME)
     annotations = source_annotations(context.record.get("source"))
     model_dir = context.workspace.model_dir
+    following = follow.start(context)  # a download still running, followed; None: model/ as it is
+    if following is not None:
+        annotations = source_annotations(following.source)
     known = recorded_digests(context.record.data, model_dir)
     signing = make_signer(params)  # keyless: its services are reached for here, before any work
     model_sig = None
@@ -34,10 +38,14 @@ def run(context: StageContext) -> None:
         model_sig = write_model_sig(model_dir, signing[0], title, cache, known)
         known = {**known, MODEL_SIG: model_sig.digest}
         context.ui.info(f"build-and-push: {model_sig.files} files signed into /models/{MODEL_SIG}")
-    total = sum(p.stat().st_size for p in model_dir.rglob("*") if p.is_file() and not p.is_symlink())
+    total = (
+        follow.total_bytes(following)
+        if following is not None
+        else sum(p.stat().st_size for p in model_dir.rglob("*") if p.is_file() and not p.is_symlink())
+    )
     with context.ui.byte_progress("build-and-push", total) as bar:
         result = build_and_push(
-            model_dir,
+            model_dir if following is None else following,
             params.image_ref,
             params.base_image_ref,
             options,

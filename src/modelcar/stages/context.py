@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 from ..params import Params
@@ -16,3 +17,5 @@ class StageContext:
     workspace: Workspace
     record: RunRecord
     ui: UI
+    # Set by a process that runs this stage beside another one, when that one failed: stop soon.
+    cancel: threading.Event | None = None

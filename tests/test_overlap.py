@@ -1,0 +1,213 @@
+"""download-model and build-and-push side by side: order, failure, kill -9 and rerun.
+
+The overlap is proven by order, not by timing: the stand-in Hub holds the last shard back until
+the registry has the first shard's layer, so a run that completes pushed before it downloaded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from modelcar.oci.layers import plan_layers, scan_model
+
+from .helpers.common import MODELCAR, clean_env, run_cli, wait_for
+from .helpers.fast_hub import FastHub
+from .helpers.image_check import MIB, NEEDS_SKOPEO_UMOCI, pull_and_compare
+from .helpers.oci_registry import Registry
+from .helpers.secrets import captured_output
+
+pytestmark = NEEDS_SKOPEO_UMOCI
+
+FIRST, LAST = "model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"
+REPO = "acme/overlap"
+
+
+@pytest.fixture(scope="module")
+def files() -> dict[str, bytes]:
+    return {
+        "config.json": b'{"architectures": ["LlamaForCausalLM"]}',
+        "tokenizer.json": b'{"version": "1.0"}',
+        "sub/generation_config.json": b'{"max_new_tokens": 16}',
+        FIRST: os.urandom(24 * MIB + 5),
+        LAST: os.urandom(18 * MIB),
+    }
+
+
+@pytest.fixture(scope="module")
+def model_dir(files: dict[str, bytes], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("overlap-model") / "model"
+    for name, data in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(data)
+    return root
+
+
+@pytest.fixture(scope="module")
+def layer_digests(model_dir: Path) -> dict[str, str]:
+    """Each file's layer digest, as modelcar builds it."""
+    out = {}
+    for plan in plan_layers(scan_model(model_dir)):
+        digest = hashlib.sha256()
+        for chunk in plan.stream().chunks():
+            digest.update(chunk)
+        out[plan.title] = "sha256:" + digest.hexdigest()
+    return out
+
+
+@pytest.fixture
+def hub(files: dict[str, bytes], tmp_path: Path) -> Iterator[FastHub]:
+    server = FastHub(tmp_path / "hub").start()
+    server.create_repo(REPO, files)
+    yield server
+    server.stop()
+
+
+def _has_blob(registry: Registry, repository: str, digest: str) -> bool:
+    return httpx.head(registry.url(f"/v2/{repository}/blobs/{digest}")).status_code == 200
+
+
+def _has_tag(registry: Registry, repository: str, tag: str) -> bool:
+    accept = "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json"
+    return httpx.head(registry.url(f"/v2/{repository}/manifests/{tag}"), headers={"Accept": accept}).status_code == 200
+
+
+def _env(hub: FastHub, workspace: Path, **extra: str) -> dict[str, str]:
+    return clean_env(
+        HF_ENDPOINT=hub.endpoint,
+        MODELCAR_WORKSPACE=str(workspace),
+        HF_HOME=str(workspace.parent / "hf-home"),
+        MODELCAR_HTTP_RETRIES="3",
+        MODELCAR_HTTP_BACKOFF="0.02",
+        **extra,
+    )
+
+
+def _run_args(image: str, base: str, *extra: str) -> list[str]:
+    return ["run", "--model", REPO, "--image", image, "--base-image", base, "--no-tls-verify", "--json", *extra]
+
+
+def _digest(result_stdout: str) -> str:
+    return json.loads(result_stdout)["image"]["digest"]
+
+
+def test_the_push_starts_before_the_download_ends(
+    hub: FastHub, oci_registry: Registry, layer_digests: dict[str, str], busybox_layout: Path, tmp_path: Path
+) -> None:
+    repository = "overlap/order"
+    hub.hold(LAST, lambda: _has_blob(oci_registry, repository, layer_digests[FIRST]))
+    base = f"oci:{busybox_layout}:latest"
+    overlapped = run_cli(*_run_args(f"{oci_registry.host}/{repository}:1", base), env=_env(hub, tmp_path / "ws"))
+    assert overlapped.returncode == 0, overlapped.output
+    assert hub.released[LAST], "the last shard went out on the time limit, not after the first layer arrived"
+    record = json.loads(overlapped.stdout)
+    assert record["stages"]["download-model"]["status"] == "succeeded"
+    assert record["stages"]["build-and-push"]["status"] == "succeeded"
+    assert {f["path"] for f in record["files"]} == set(hub.repos[REPO].resolve("main").files)  # type: ignore[union-attr]
+
+    sequential = run_cli(
+        *_run_args(f"{oci_registry.host}/{repository}:2", base, "--sequential"), env=_env(hub, tmp_path / "ws2")
+    )
+    assert sequential.returncode == 0, sequential.output
+    assert _digest(sequential.stdout) == _digest(overlapped.stdout)
+
+
+def test_a_download_failing_midway_ends_the_push_and_leaves_no_tag(
+    hub: FastHub, oci_registry: Registry, busybox_layout: Path, tmp_path: Path
+) -> None:
+    repository = "overlap/failing"
+    hub.fail(LAST, 403)
+    result = run_cli(
+        *_run_args(f"{oci_registry.host}/{repository}:1", f"oci:{busybox_layout}:latest"),
+        env=_env(hub, tmp_path / "ws"),
+    )
+    assert result.returncode == 1, result.output
+    assert "download-model" in result.stderr and "403" in result.stderr, result.stderr
+    stages = json.loads(result.stdout)["stages"]
+    assert stages["download-model"]["status"] == "failed"
+    assert stages["build-and-push"]["status"] == "failed"
+    assert "download-model failed" in stages["build-and-push"]["error"]
+    assert not _has_tag(oci_registry, repository, "1")
+
+
+def _record_lists(workspace: Path, name: str) -> bool:
+    try:
+        data = json.loads((workspace / "download.progress").read_text())
+    except (OSError, ValueError):
+        return False
+    return any(item["path"] == name for item in data.get("complete") or [])
+
+
+def _first_shard_arriving(hub: FastHub) -> Callable[[Path, Registry, str, str], bool]:
+    return lambda ws, registry, repository, digest: hub.served.get(FIRST, 0) > 4 * MIB
+
+
+def _first_shard_on_disk(hub: FastHub) -> Callable[[Path, Registry, str, str], bool]:
+    return lambda ws, registry, repository, digest: _record_lists(ws, FIRST)
+
+
+def _first_layer_in_registry(hub: FastHub) -> Callable[[Path, Registry, str, str], bool]:
+    return lambda ws, registry, repository, digest: _has_blob(registry, repository, digest)
+
+
+@pytest.mark.parametrize(
+    "moment", [_first_shard_arriving, _first_shard_on_disk, _first_layer_in_registry], ids=lambda f: f.__name__
+)
+def test_kill_9_then_rerun_gives_the_sequential_image(
+    moment: Callable[[FastHub], Callable[[Path, Registry, str, str], bool]],
+    files: dict[str, bytes],
+    model_dir: Path,
+    layer_digests: dict[str, str],
+    oci_registry: Registry,
+    busybox_layout: Path,
+    tmp_path: Path,
+) -> None:
+    repository = f"overlap/kill-{moment.__name__.strip('_').replace('_', '-')}"
+    image = f"{oci_registry.host}/{repository}:1"
+    base = f"oci:{busybox_layout}:latest"
+    hub = FastHub(tmp_path / "hub", bandwidth=40e6).start()  # slow enough to catch the first shard mid-way
+    try:
+        hub.create_repo(REPO, files)
+        killed = False
+        hub.hold(LAST, lambda: killed)  # the last shard waits for the kill: the run is caught mid-way
+        ws = tmp_path / "ws"
+        env = _env(hub, ws)
+        proc = subprocess.Popen(
+            [str(MODELCAR), *_run_args(image, base)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        )
+        reached = moment(hub)
+        assert wait_for(
+            lambda: reached(ws, oci_registry, repository, layer_digests[FIRST]) or proc.poll() is not None, 60
+        )
+        assert proc.poll() is None, "the run ended before the moment to kill it came"
+        os.kill(proc.pid, signal.SIGKILL)
+        captured_output.append(proc.communicate()[0].decode(errors="replace"))
+        killed = True
+        assert not _has_tag(oci_registry, repository, "1")
+        served_before = dict(hub.served)
+        had_first_layer = _has_blob(oci_registry, repository, layer_digests[FIRST])
+        log_before = len(oci_registry.requests())
+
+        rerun = run_cli(*_run_args(image, base, "--skip", "cleanup-workspace"), env=env)
+        assert rerun.returncode == 0, rerun.output
+        if moment is not _first_shard_arriving:  # the first shard was complete on disk: kept
+            assert hub.served.get(FIRST, 0) == served_before.get(FIRST, 0), "the first shard was downloaded again"
+        if had_first_layer:  # the registry had its layer: not sent again
+            sent = [uri for method, uri in oci_registry.requests()[log_before:] if method in ("PUT", "PATCH")]
+            assert not [uri for uri in sent if layer_digests[FIRST].split(":")[1] in uri], sent
+        sequential = run_cli(
+            *_run_args(f"{oci_registry.host}/{repository}:seq", base, "--sequential"), env=_env(hub, tmp_path / "seq")
+        )
+        assert sequential.returncode == 0, sequential.output
+    finally:
+        hub.stop()
+    assert _digest(rerun.stdout) == _digest(sequential.stdout)
+    pull_and_compare(f"docker://{image}", model_dir, tmp_path, "pulled")

@@ -3,7 +3,7 @@
 Layers apply in order: a layer's whiteouts (`.wh.NAME`, and `.wh..wh..opq` for a whole
 directory) delete what the layers below it hold, then its entries are added; symlinks are
 resolved as the container's root would resolve them (absolute targets from the image's root).
-Layers may be plain tar, gzip, bzip2 or xz; zstd needs the `zstandard` module.
+Layers may be plain tar, gzip, bzip2 or xz; zstd needs the `zstandard` module (layer_stream.py).
 """
 
 from __future__ import annotations
@@ -11,15 +11,15 @@ from __future__ import annotations
 import io
 import posixpath
 import tarfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+
+from .layer_stream import LayerStream, LayerStreamError
 
 DIR, FILE, SYMLINK, HARDLINK, OTHER = "dir", "file", "symlink", "hardlink", "other"
 WHITEOUT = ".wh."
 OPAQUE = ".wh..wh..opq"
 MAX_SYMLINKS = 40  # as Linux's path lookup
-ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 
 
 class LayerFormatError(Exception):
@@ -129,19 +129,14 @@ class RootFS:
 
 def read_layer(chunks: Iterable[bytes]) -> LayerFiles:
     """The headers of one layer blob, streamed (file contents are skipped over, never kept)."""
-    raw = _ChunkReader(chunks)
-    stream: Any = io.BufferedReader(raw, 1 << 16)
-    if raw.peek(4) == ZSTD_MAGIC:
-        try:
-            import zstandard
-        except ImportError:
-            raise LayerFormatError("it is zstd-compressed and the zstandard module is not installed") from None
-        stream = zstandard.ZstdDecompressor().stream_reader(stream)
     files = LayerFiles()
     try:
-        with tarfile.open(fileobj=stream, mode="r|*") as tar:
+        stream = io.BufferedReader(LayerStream(chunks), 1 << 16)
+        with tarfile.open(fileobj=stream, mode="r|") as tar:
             for info in tar:
                 _add(files, info)
+    except LayerStreamError as exc:
+        raise LayerFormatError(str(exc)) from None
     except (tarfile.TarError, EOFError, OSError, ValueError) as exc:
         raise LayerFormatError(f"it is not a readable tar archive ({type(exc).__name__}: {exc})") from None
     return files
@@ -167,33 +162,3 @@ def _add(files: LayerFiles, info: tarfile.TarInfo) -> None:
         files.entries.append(Entry(parts, FILE, info.mode))
     else:
         files.entries.append(Entry(parts, OTHER, info.mode))
-
-
-class _ChunkReader(io.RawIOBase):
-    """A file over an iterator of byte chunks, with a look at the first bytes."""
-
-    def __init__(self, chunks: Iterable[bytes]) -> None:
-        self._chunks: Iterator[bytes] = iter(chunks)
-        self._view = memoryview(b"")
-
-    def readable(self) -> bool:
-        return True
-
-    def peek(self, size: int) -> bytes:
-        while len(self._view) < size:
-            chunk = next(self._chunks, None)
-            if chunk is None:
-                break
-            self._view = memoryview(bytes(self._view) + chunk)
-        return bytes(self._view[:size])
-
-    def readinto(self, buffer: Any) -> int:
-        while not self._view:
-            chunk = next(self._chunks, None)
-            if chunk is None:
-                return 0
-            self._view = memoryview(chunk)
-        n = min(len(buffer), len(self._view))
-        buffer[:n] = self._view[:n]
-        self._view = self._view[n:]
-        return n

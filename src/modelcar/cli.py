@@ -198,7 +198,8 @@ FOLLOW_OPTIONS = [
         "--follow-download",
         "--no-follow-download",
         "follow_download",
-        "Push each file while download-model still runs on the same workspace (Tekton: the two tasks side by side).",
+        "build-push: push each file while download-model still runs on the same workspace (Tekton: the two "
+        "tasks side by side).",
     ),
     _flag(
         "--delete-after-push",
@@ -215,7 +216,7 @@ OVERLAP_OPTIONS = [
         "overlap",
         "Without compression, push each file while the next ones download (default), or one stage after the other.",
     ),
-    *FOLLOW_OPTIONS[1:],
+    *FOLLOW_OPTIONS,
 ]
 COMMON_OPTIONS = [
     _option(

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+import time
 from collections.abc import Callable
+from pathlib import Path
 
 from . import download_record
 from .params import Params
@@ -50,6 +52,11 @@ def run_side_by_side(context: StageContext, run_stage: Callable[[str, StageConte
 
     thread = threading.Thread(target=download, name="modelcar-download-stage", daemon=True)
     thread.start()
+    if not _files_listed(download_record.record_path(context.workspace.root), thread):
+        thread.join()  # it failed before it knew its files (a bad repo, no file matching): nothing to push
+        if failure:
+            raise failure[0]
+        return
     try:
         run_stage(BUILD_PUSH, pushing)
     except KeyboardInterrupt:
@@ -64,3 +71,20 @@ def run_side_by_side(context: StageContext, run_stage: Callable[[str, StageConte
     thread.join()
     if failure:
         raise failure[0]
+
+
+def _files_listed(path: Path, download: threading.Thread) -> bool:
+    """Waits until the download has listed the files it will hold (or finished); False when it
+    failed first."""
+    while True:
+        data = download_record.read(path)
+        if data is not None:
+            state = data.get("state")
+            if state == download_record.DONE or (state == download_record.RUNNING and data.get("expected") is not None):
+                return True
+            if state == download_record.FAILED:
+                return False
+        if not download.is_alive():
+            data = download_record.read(path)
+            return data is not None and data.get("state") == download_record.DONE
+        time.sleep(0.02)

@@ -72,7 +72,8 @@ class RunRecord:
         return self.data["stages"].get(name, {})
 
     def mark_stage(self, name: str, status: str, **details: Any) -> None:
-        entry = {"status": status, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        now = time.time_ns()
+        entry = {"status": status, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now / 1e9)), "time_ns": now}
         entry.update(details)
         with self._lock:
             self.data["stages"][name] = entry

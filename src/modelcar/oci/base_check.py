@@ -32,6 +32,8 @@ SHELL_FREE_STORAGE = ["oci+native://", "oci+fetch://"]
 PREFERRED_PLATFORM = "linux/amd64"
 CACHE_VERSION = 1
 SIDECAR = '`sh -c "ln -sf ... && sleep infinity"`'
+KSERVE_READY = "io.modelcar.kserve.ready"  # manifest annotation: "true" / "false", the verdict
+KSERVE_MISSING = "io.modelcar.kserve.missing"  # manifest annotation: what the base lacks, comma-separated
 
 
 @dataclass
@@ -103,6 +105,13 @@ class Fitness:
                 )
             )
         return out
+
+    def annotations(self) -> dict[str, str]:
+        """The verdict as build-push records it in each manifest (none when it could not be decided),
+        so that `modelcar inspect` need not read the base layers."""
+        if self.ready is None:
+            return {}
+        return {KSERVE_READY: "true" if self.ready else "false", KSERVE_MISSING: ",".join(self.missing)}
 
     def _platform_phrase(self) -> str:
         if self.platforms > 1:
@@ -183,7 +192,7 @@ def _find(origin: Store, layers: list[Descriptor], path: str, abort: threading.E
         source = origin.blob(descriptor)
         chunks = (AbortableBlob(source, abort) if abort is not None else source).chunks(0)
         try:
-            tree.apply(read_layer(chunks))
+            tree.apply(read_layer(chunks, descriptor.size))
         except LayerFormatError as exc:
             raise LayerFormatError(f"layer {descriptor.digest} ({descriptor.media_type}): {exc}") from None
     dirs = path.split(":")

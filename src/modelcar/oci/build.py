@@ -173,7 +173,8 @@ def build_and_push(
             ModelLayer(r.digest, r.size, r.title, f"modelcar: /models {r.title}", plans[i].annotations())
             for i, r in enumerate(layers)
         ]
-        top, media_type, size, names = _write_manifests(dest, platforms, model, annotations, destination)
+        verdict = kserve.annotations() if kserve is not None else {}  # so inspect reads no base layer
+        top, media_type, size, names = _write_manifests(dest, platforms, model, annotations, destination, verdict)
     finally:
         clients.close()
     return BuildResult(
@@ -386,6 +387,7 @@ def _write_manifests(
     model: list[ModelLayer],
     annotations: dict[str, str],
     destination: ImageRef,
+    manifest_annotations: dict[str, str] | None = None,
 ) -> tuple[str, str, int, list[str]]:
     tag = destination.tag if isinstance(destination, LayoutRef) else destination.tag or "latest"
     children: list[Descriptor] = []
@@ -394,7 +396,7 @@ def _write_manifests(
     for platform in platforms:
         config = _blob_of_config(extend_config(platform.config, model))
         dest.put_bytes(config.data)
-        manifest = extend_manifest(platform.layers, config, model, annotations)
+        manifest = extend_manifest(platform.layers, config, model, {**annotations, **(manifest_annotations or {})})
         sizes.append(manifest.descriptor.size + config.descriptor.size + sum(d.size for d in platform.layers))
         plat = platform.descriptor.platform if platform.descriptor else None
         names.append(_platform_name(plat or platform.config))

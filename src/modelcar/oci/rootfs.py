@@ -127,11 +127,12 @@ class RootFS:
         return stack[-1]
 
 
-def read_layer(chunks: Iterable[bytes]) -> LayerFiles:
-    """The headers of one layer blob, streamed (file contents are skipped over, never kept)."""
+def read_layer(chunks: Iterable[bytes], size: int | None = None) -> LayerFiles:
+    """The headers of one layer blob, streamed (file contents are skipped over, never kept);
+    more than `size` bytes (the descriptor's) are refused."""
     files = LayerFiles()
     try:
-        stream = io.BufferedReader(LayerStream(chunks), 1 << 16)
+        stream = io.BufferedReader(LayerStream(chunks, raw_limit=size), 1 << 16)
         with tarfile.open(fileobj=stream, mode="r|") as tar:
             for info in tar:
                 _add(files, info)

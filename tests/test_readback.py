@@ -18,7 +18,7 @@ import pytest
 from modelcar.oci.image import OCI_CONFIG, OCI_LAYER, OCI_MANIFEST, Blob, Descriptor
 from modelcar.oci.layout import Layout
 
-from .helpers.common import REPO_ROOT, run_cli
+from .helpers.common import REPO_ROOT, clean_env, run_cli
 from .helpers.image_check import NEEDS_SKOPEO_UMOCI, build_push_args
 from .helpers.oci_registry import Registry, push_layout
 
@@ -102,9 +102,9 @@ def test_inspect_verify_pull_a_pushed_modelcar(oci_registry: Registry, busybox_l
     assert _files(target) == _files(model)
 
 
-def test_inspect_of_a_1_gib_model_reads_no_model_layer(
-    oci_registry: Registry, busybox_layout: Path, tmp_path: Path
-) -> None:
+def test_inspect_of_a_1_gib_model_reads_no_layer(oci_registry: Registry, busybox_layout: Path, tmp_path: Path) -> None:
+    """Neither a model layer nor a base layer: the KServe verdict is the one build-push recorded
+    in the manifest (the user's cache is empty here)."""
     workspace = tmp_path / "ws"
     (workspace / "model").mkdir(parents=True)
     (workspace / "model" / "config.json").write_text("{}")
@@ -112,13 +112,32 @@ def test_inspect_of_a_1_gib_model_reads_no_model_layer(
         handle.truncate(1 << 30)  # sparse: quick to make
     image = _build(workspace, f"{oci_registry.host}/rb/big:1", f"oci:{busybox_layout}")
     before = len(oci_registry.requests())
-    shown = run_cli("inspect", image["pinned"], "--no-tls-verify", "--json")
+    env = {**clean_env(), "XDG_CACHE_HOME": str(tmp_path / "empty-cache")}
+    shown = run_cli("inspect", image["pinned"], "--no-tls-verify", "--json", env=env)
     assert shown.returncode == 0, shown.output
     report = json.loads(shown.stdout)
     assert {f["path"]: f["size"] for f in report["files"]} == {"config.json": 2, "model.safetensors": 1 << 30}
+    assert report["kserve"]["ready"] is True, report["kserve"]
     requested = oci_registry.requests()[before:]
     model_layers = {layer["digest"] for layer in image["layers"]}
     assert not [r for r in requested if any(d in r[1] for d in model_layers)], requested
+    every_layer = _layer_digests(oci_registry, image["pinned"])
+    assert len(every_layer) > len(model_layers)
+    assert not [r for r in requested if any(d in r[1] for d in every_layer)], requested  # no base layer either
+
+
+def _layer_digests(registry: Registry, pinned: str) -> set[str]:
+    """Every layer digest of every platform of the image `pinned`."""
+    repository, digest = pinned.split("/", 1)[1].split("@")
+    accept = "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json"
+    with httpx.Client() as http:
+        doc = http.get(registry.url(f"/v2/{repository}/manifests/{digest}"), headers={"Accept": accept}).json()
+        children = [m["digest"] for m in doc.get("manifests", [])]
+        docs = [
+            http.get(registry.url(f"/v2/{repository}/manifests/{c}"), headers={"Accept": accept}).json()
+            for c in children
+        ]
+    return {layer["digest"] for d in (docs or [doc]) for layer in d["layers"]}
 
 
 def _layer(members: list[tuple[tarfile.TarInfo, bytes | None]]) -> bytes:

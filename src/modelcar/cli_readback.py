@@ -70,8 +70,14 @@ def _run(ui: UI, work: Callable[[], None]) -> None:
 @main.command("inspect")
 @_with_registry
 @click.option("--json", "json_output", is_flag=True, help="Print one JSON object on stdout.")
-def inspect_command(ref: str, json_output: bool, **options: Any) -> None:
-    """Show a ModelCar from its manifests and configs (no model layer is read): platforms, base,
+@click.option(
+    "--check-base",
+    is_flag=True,
+    help="Read the base layers' file lists to decide KServe readiness (by default: the verdict "
+    "build-push recorded in the manifest, or one remembered in the cache).",
+)
+def inspect_command(ref: str, json_output: bool, check_base: bool, **options: Any) -> None:
+    """Show a ModelCar from its manifests and configs (no layer is read): platforms, base,
     every model file with size and sha256, source, signature, KServe readiness.
 
     REF is a registry reference (host/repo[:tag][@sha256:...]) or oci:DIR[:TAG].
@@ -81,7 +87,7 @@ def inspect_command(ref: str, json_output: bool, **options: Any) -> None:
     def work() -> None:
         from . import readback
 
-        report = readback.inspect(readback.parse_ref(ref), _client_options(options))
+        report = readback.inspect(readback.parse_ref(ref), _client_options(options), check_base)
         click.echo(json.dumps(report, indent=2) if json_output else readback.render_inspect(report))
 
     _run(ui, work)
@@ -100,8 +106,9 @@ def inspect_command(ref: str, json_output: bool, **options: Any) -> None:
     help="Also check the files in this directory against the image's (or the signature's) digests.",
 )
 def verify_command(ref: str, public_key: Path | None, local_model: Path | None, **options: Any) -> None:
-    """Check a ModelCar: with --public-key its signature; without, every model layer's bytes
-    against its digest, the config's diff_id and the per-file digests. Exit 1 names the file."""
+    """Check a ModelCar: every model layer's bytes against its digest, the config's diff_id and
+    the per-file digests; with --public-key first its signature, and the files read must be the
+    signed ones. Exit 1 names the file."""
     ui = UI(quiet=False)
 
     def work() -> None:
@@ -146,18 +153,31 @@ def pull_command(ref: str, directory: Path, **options: Any) -> None:
     type=click.Path(dir_okay=False, path_type=Path),
     help="PEM EC private key (P-256/384/521).  [env: SIGN_KEY]",
 )
-def sign_command(ref: str, sign_key: Path, **options: Any) -> None:
-    """Sign a ModelCar's files as model-signing does (from the manifest's per-file digests) and
-    attach the signature beside it: an OCI 1.1 referrer where the registry has the referrers API,
-    else the tag sha256-<digest>.sig; `modelcar verify --public-key` and `model_signing verify key`
-    check it. An encrypted key's password comes from the environment variable SIGN_KEY_PASSWORD."""
+@click.option(
+    "--trust-annotations",
+    is_flag=True,
+    help="Sign the per-file digests the manifest's annotations give, without reading the layers "
+    "(only for an image whose layers you pushed yourself: the annotations are not signed).",
+)
+def sign_command(ref: str, sign_key: Path, trust_annotations: bool, **options: Any) -> None:
+    """Sign a ModelCar's files as model-signing does and attach the signature beside it: an OCI
+    1.1 referrer where the registry has the referrers API, else the tag sha256-<digest>.sig;
+    `modelcar verify --public-key` and `model_signing verify key` check it. Every model layer is
+    read and checked first, so what is signed is the bytes' digests. An encrypted key's password
+    comes from the environment variable SIGN_KEY_PASSWORD."""
     ui = UI(quiet=False)
 
     def work() -> None:
         from . import readback
 
         password = os.environ.get("SIGN_KEY_PASSWORD") or None
-        signed = readback.sign_image(readback.parse_ref(ref), _client_options(options), sign_key, password)
+        signed = readback.sign_image(
+            readback.parse_ref(ref),
+            _client_options(options),
+            sign_key,
+            password,
+            check_bytes=not trust_annotations,
+        )
         where = f"under the tag {signed.ref}" if signed.mode == "tag" else f"as a referrer {signed.ref}"
         ui.info(f"sign: {signed.files} files signed; signature {signed.digest} {where}")
 

@@ -1,8 +1,10 @@
 """`modelcar inspect`, `verify` and `pull`: a ModelCar read back from a registry or an `oci:` layout.
 
 All three open the image with oci/reader.py (manifests and configs); only verify and pull stream
-layers (oci/pull.py). KServe readiness reuses build-push's base check (oci/base_check.py): the
-base layers' file lists are read once and remembered in the user's cache directory.
+layers (oci/pull.py). KServe readiness is the verdict build-push recorded in the manifest
+(`io.modelcar.kserve.ready`, `io.modelcar.kserve.missing`); without it, a verdict remembered in
+the user's cache directory; only `inspect --check-base` reads the base layers' file lists
+(build-push's base check, oci/base_check.py).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any
 from .errors import ModelcarError, UsageError
 from .files import sha256_file
 from .oci import base_check
+from .oci.base_check import KSERVE_MISSING, KSERVE_READY
 from .oci.image import Descriptor
 from .oci.pull import Mismatch, PullResult, preferred, pull, verify_layers
 from .oci.reader import ImageReader, ImageView, PlatformImage
@@ -47,13 +50,14 @@ def _cache_path() -> Path:
     return Path(root) / "modelcar" / "base-check.json"
 
 
-def inspect(ref: ImageRef, options: ClientOptions) -> dict[str, Any]:
-    """What the manifests and configs say (and the base's file lists, once): no model layer is read."""
+def inspect(ref: ImageRef, options: ClientOptions, check_base: bool = False) -> dict[str, Any]:
+    """What the manifests and configs say: no layer is read (but the base's, with `check_base`,
+    when the manifest holds no KServe verdict)."""
     with ImageReader(ref, options) as reader:
         view = reader.read()
         image = preferred(view.platforms)
         signature = reader.signature(view.digest)
-        kserve = _kserve(reader, view, image)
+        kserve = _kserve(reader, view, image, check_base)
     files = [f.to_json() for f in image.files()]
     base = image.base_layers
     return {
@@ -74,6 +78,7 @@ def inspect(ref: ImageRef, options: ClientOptions) -> dict[str, Any]:
         if signature is None
         else {"kind": signature.kind, "where": signature.where, "digest": signature.manifest_digest},
         "kserve": kserve,
+        "warnings": [f"{p.name}: {text}" for p in view.platforms for text in p.problems()],
     }
 
 
@@ -82,17 +87,56 @@ def _source(annotations: dict[str, str]) -> dict[str, str]:
     return {name: annotations[key] for key, name in SOURCE_KEYS.items() if key in annotations}
 
 
-def _kserve(reader: ImageReader, view: ImageView, image: PlatformImage) -> dict[str, Any]:
+def _kserve(reader: ImageReader, view: ImageView, image: PlatformImage, check_base: bool) -> dict[str, Any]:
     models = bool(image.model)
     platforms = [base_check.Platform(p.name, p.base_layers, p.config) for p in view.platforms]
+    recorded = _recorded_fitness(view, image)
     if not any(p.layers for p in platforms):
         fitness = base_check.scratch()
+    elif recorded is not None and not check_base:
+        fitness = recorded
     else:
-        fitness = base_check.check(reader.store, view.reference, platforms, base_check.FitnessCache(_cache_path()))
+        origin = reader.store if check_base else _NoLayers(reader.store)
+        fitness = base_check.check(origin, view.reference, platforms, base_check.FitnessCache(_cache_path()))
     ready = bool(models and fitness.ready)
     out: dict[str, Any] = {"ready": ready, "models_non_empty": models, "base": fitness.to_json()}
     out["notes"] = [text for _, text in fitness.messages()] + ([] if models else ["/models is empty"])
     return out
+
+
+def _recorded_fitness(view: ImageView, image: PlatformImage) -> base_check.Fitness | None:
+    """The verdict build-push recorded in the manifest, if any."""
+    annotations = image.manifest.get("annotations") or {}
+    value = annotations.get(KSERVE_READY)
+    if value not in ("true", "false"):
+        return None
+    missing = [m for m in str(annotations.get(KSERVE_MISSING, "")).split(",") if m]
+    entrypoint = (image.config.get("config") or {}).get("Entrypoint")
+    return base_check.Fitness(
+        ready=value == "true",
+        base=view.reference,
+        platform=image.name,
+        platforms=len(view.platforms),
+        missing=missing,
+        entrypoint=[str(a) for a in entrypoint] if isinstance(entrypoint, list) and entrypoint else None,
+        cached=True,
+    )
+
+
+class _NoLayers:
+    """The store for a base check that may use only a remembered verdict: reading a layer fails."""
+
+    def __init__(self, store: Any) -> None:
+        self._store = store
+
+    def blob(self, descriptor: Descriptor) -> Any:
+        raise ModelcarError(
+            "the image records no KServe verdict and none is remembered; `modelcar inspect --check-base` "
+            "reads the base layers' file lists to decide"
+        )
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
 
 
 def render_inspect(report: dict[str, Any]) -> str:
@@ -110,6 +154,7 @@ def render_inspect(report: dict[str, Any]) -> str:
     kserve = report["kserve"]
     lines.append(f"kserve     {'ready' if kserve['ready'] else 'NOT ready'} for oci:// storage")
     lines.extend(f"           {note}" for note in kserve["notes"])
+    lines.extend(f"WARNING    {text}" for text in report.get("warnings", []))
     lines.append(f"files      {len(report['files'])} layers, {_size(report['model_size'])}")
     for item in report["files"]:
         size = _size(item["size"]) if "size" in item else f"layer {_size(item['layer_size'])}"
@@ -123,64 +168,97 @@ def render_inspect(report: dict[str, Any]) -> str:
 def verify(ref: ImageRef, options: ClientOptions, public_key: Path | None, local_model: Path | None) -> list[str]:
     """Checks the image (and local files); returns what was checked; raises on any difference.
 
-    With a key: the attached signature, then the image's files against the signed digests (file
-    layers by their annotations, no layer read; directory layers by their bytes). Without: every
-    model layer's bytes against its digest, diff_id and annotations.
+    Every model layer's bytes against its digest, diff_id and annotations, on every platform.
+    With a key, first the attached signature; then the files read from the layers must be the
+    signed ones (the per-file annotations are not signed, so they are never trusted alone).
     """
+    if public_key is not None:
+        _check_public_key(public_key)
+    if local_model is not None and not local_model.is_dir():
+        raise UsageError(f"invalid --local-model={str(local_model)!r}: not a directory")
     checked: list[str] = []
+    found: dict[str, dict[str, str]] = {}  # platform -> {path: sha256:...}
     with ImageReader(ref, options) as reader:
         view = reader.read()
+        signed: dict[str, str] | None = None
         if public_key is not None:
-            from .signing.verify import verify_signature
-
-            signature = reader.signature(view.digest)
-            if signature is None:
-                raise Mismatch(f"no signature is attached to {ref} ({view.digest}); nothing to check the key against")
-            expected = verify_signature(reader, signature, public_key)
-            checked.append(f"signature ({signature.kind}, {signature.where}) verified with {public_key}")
-            for image in view.platforms:
-                _compare_signed(_image_digests(reader, image), expected)
-            checked.append(f"the image's files are the {len(expected)} signed ones")
-        else:
-            expected = {}
-            for image in view.platforms:
-                for path, digest in verify_layers(reader, image).items():
-                    expected.setdefault(path, digest)
-                checked.append(f"{image.name}: every model layer's bytes match its digest, diff_id and annotations")
+            signed, line = _verified_signature(reader, ref, view.digest, public_key)
+            checked.append(line)
+        for image in view.platforms:
+            if not image.model:
+                raise Mismatch(f"{image.name}: the image has no model layers (nothing under /models)")
+            found[image.name] = verify_layers(reader, image)
+            checked.append(f"{image.name}: every model layer's bytes match its digest, diff_id and annotations")
+            if signed is not None:
+                _compare_signed(found[image.name], signed, image.name)
+        if signed is not None:
+            checked.append(f"the files read from the layers are the {len(signed)} signed ones")
     if local_model is not None:
-        _compare_local(local_model, expected)
-        checked.append(f"the files in {local_model} match")
+        for name, files in found.items():
+            _compare_local(local_model, files, name if len(found) > 1 else None)
+        checked.append(f"the files in {local_model} match those of {', '.join(found)}")
     return checked
 
 
+def _check_public_key(public_key: Path) -> None:
+    """A readable PEM public key, before any image is read (a bad one is bad input: exit 2)."""
+    from cryptography.hazmat.primitives import serialization
+
+    try:
+        serialization.load_pem_public_key(public_key.read_bytes())
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"invalid --public-key={str(public_key)!r}: not a readable PEM public key ({exc})") from None
+
+
+def _verified_signature(
+    reader: ImageReader, ref: ImageRef, digest: str, public_key: Path
+) -> tuple[dict[str, str], str]:
+    """The signed files of the first attached signature that verifies with the key (each tried)."""
+    from .signing.verify import verify_signature
+
+    signatures = reader.signatures(digest)
+    if not signatures:
+        raise Mismatch(f"no signature is attached to {ref} ({digest}); nothing to check the key against")
+    failures = []
+    for signature in signatures:
+        try:
+            expected = verify_signature(reader, signature, public_key)
+        except ModelcarError as exc:
+            if isinstance(exc, UsageError):
+                raise
+            failures.append(f"{signature.kind} ({signature.where}, {signature.manifest_digest}): {exc}")
+            continue
+        return expected, f"signature ({signature.kind}, {signature.where}) verified with {public_key}"
+    raise Mismatch(
+        f"no signature attached to {ref} verifies with {public_key} ({len(signatures)} tried): " + "; ".join(failures)
+    )
+
+
 def _image_digests(reader: ImageReader, image: PlatformImage) -> dict[str, str]:
-    """{path: sha256:...}: file layers from their annotations, directory layers from their bytes."""
-    found = {f.path: f.digest for f in image.files() if f.kind == "file" and f.digest}
-    if any(f.kind == "directory" for f in image.files()):
-        found.update(verify_layers(reader, image, directories_only=True))
-    return found
+    """{path: sha256:...}: file layers from their annotations, directory layers from their bytes.
+    For an image whose layers this process just pushed itself (build-push's signing)."""
+    return verify_layers(reader, image, directories_only=True)
 
 
-def _compare_signed(image: dict[str, str], signed: dict[str, str]) -> None:
+def _compare_signed(image: dict[str, str], signed: dict[str, str], platform: str) -> None:
     for path in sorted(set(image) | set(signed)):
         if path not in signed:
-            raise Mismatch(f"/models/{path}: in the image but not signed")
+            raise Mismatch(f"/models/{path}: in the image ({platform}) but not signed")
         if path not in image:
-            raise Mismatch(f"/models/{path}: signed but not in the image")
+            raise Mismatch(f"/models/{path}: signed but not in the image ({platform})")
         if image[path] != signed[path]:
-            raise Mismatch(f"/models/{path}: the image has {image[path]}, the signature {signed[path]}")
+            raise Mismatch(f"/models/{path}: the image ({platform}) has {image[path]}, the signature {signed[path]}")
 
 
-def _compare_local(local: Path, expected: dict[str, str]) -> None:
-    if not local.is_dir():
-        raise UsageError(f"invalid --local-model={str(local)!r}: not a directory")
+def _compare_local(local: Path, expected: dict[str, str], platform: str | None = None) -> None:
+    image = f"the image ({platform})" if platform else "the image"
     for path, digest in sorted(expected.items()):
         file = local / path
         if file.is_symlink() or not file.is_file():
-            raise Mismatch(f"{path}: missing from {local}")
+            raise Mismatch(f"{path}: missing from {local}" + (f" (in {image})" if platform else ""))
         actual = "sha256:" + sha256_file(file)
         if actual != digest:
-            raise Mismatch(f"{path}: {file} has digest {actual}, the image says {digest}")
+            raise Mismatch(f"{path}: {file} has digest {actual}, {image} says {digest}")
     extra = sorted(
         p.relative_to(local).as_posix()
         for p in local.rglob("*")
@@ -188,7 +266,7 @@ def _compare_local(local: Path, expected: dict[str, str]) -> None:
     )
     if extra:
         raise Mismatch(
-            f"{extra[0]}: in {local} but not in the image" + (f" (and {len(extra) - 1} more)" if extra[1:] else "")
+            f"{extra[0]}: in {local} but not in {image}" + (f" (and {len(extra) - 1} more)" if extra[1:] else "")
         )
 
 
@@ -210,10 +288,15 @@ def sign_image(
     password: str | None = None,
     signer: Signer | None = None,
     mode: str = "auto",
+    check_bytes: bool = False,
 ) -> ImageSignature:
-    """Signs the image's files (from its annotations; directory layers read) as model-signing
-    does and attaches the signature: as an OCI 1.1 referrer where the registry has the referrers
-    API (`mode` "auto" or "referrer"), else under the tag sha256-<hex>.sig (`mode` "tag")."""
+    """Signs the image's files as model-signing does and attaches the signature: as an OCI 1.1
+    referrer where the registry has the referrers API (`mode` "auto" or "referrer"), else under
+    the tag sha256-<hex>.sig (`mode` "tag").
+
+    With `check_bytes` (`modelcar sign`), every model layer is read and checked first, and the
+    digests signed are those of the bytes; without (build-push, which just pushed those bytes
+    itself), file layers are taken by their annotations and only directory layers are read."""
     from .signing.keys import load_private_key
     from .signing.sign import attach, attach_referrer, has_referrers_api, key_signer, tag_for
 
@@ -225,7 +308,9 @@ def sign_image(
         view = reader.read()
         files: dict[str, str] = {}
         for image in view.platforms:
-            found = _image_digests(reader, image)
+            if not image.model:
+                raise Mismatch(f"{image.name}: the image has no model layers (nothing under /models); nothing to sign")
+            found = verify_layers(reader, image) if check_bytes else _image_digests(reader, image)
             if files and found != files:
                 raise Mismatch(f"the platforms of {ref} hold different model files; sign each platform's image")
             files = found

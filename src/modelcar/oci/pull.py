@@ -1,41 +1,63 @@
-"""Streams a ModelCar's model layers: `modelcar pull` extracts /models, `modelcar verify` checks.
+"""`modelcar pull`: a ModelCar's /models extracted into DIR, each layer checked (layer_walk.py).
 
-As KServe's `oci+fetch://` does: layer by layer, streamed, never a whole layer in memory or on
-disk. Every layer's bytes are checked against its digest and its config diff_id, and every file
-of a file layer against its `olot.layer.content.digest`. A file lands under its name only once
-its layer checked out; files already in DIR with the right digest are not fetched again, so an
-interrupted pull resumes. Entries that could write outside DIR or are not plain content
-(absolute names, `..`, links leaving DIR, devices, fifos) are refused, naming the entry.
+Each file is written under a fresh temporary name (O_CREAT|O_EXCL|O_NOFOLLOW, mode set on the
+descriptor) in its directory, renamed to its name once its layer checked out; every directory
+on the way is opened without following links (O_NOFOLLOW, step by step from DIR), so nothing
+is written through a link, whatever DIR held before. Files already in DIR with the right digest
+are not fetched again, so an interrupted pull resumes. Symbolic links are made last, once every
+link of the image resolved inside /models in the model of the final tree; then every link in
+DIR (made now or there before) must stay inside DIR: those leading out, and the links this pull
+made, are removed and the pull fails, naming the link.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
-import io
 import os
-import posixpath
+import secrets
+import stat
 import tarfile
-import zlib
-from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
-from typing import IO, Any
+from pathlib import Path
+from typing import IO
 
 from ..errors import ModelcarError
-from .image import Descriptor
+from .layer_walk import (
+    PARTIAL,
+    READ_SIZE,
+    HostileEntry,
+    Mismatch,
+    Tree,
+    check_file,
+    describe,
+    hardlink_source,
+    safe_name,
+    verify_layers,
+    walk_layer,
+)
 from .layers import ROOT
 from .reader import ImageReader, ModelFile, PlatformImage
 
-PARTIAL = ".modelcar-partial"
-READ_SIZE = 1 << 20
+__all__ = [
+    "HostileEntry",
+    "Mismatch",
+    "PullError",
+    "PullResult",
+    "describe",
+    "preferred",
+    "pull",
+    "safe_name",
+    "verify_layers",
+]
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
-class HostileEntry(ModelcarError):
-    """A layer entry that would write outside the target directory, or is not model content."""
-
-
-class Mismatch(ModelcarError):
-    """Bytes that do not match their digest: the image (or the local files) were changed."""
+class PullError(ModelcarError):
+    """DIR cannot take a file (no space left, no permission, ...)."""
 
 
 @dataclass
@@ -50,122 +72,62 @@ def preferred(platforms: list[PlatformImage]) -> PlatformImage:
     return next((p for p in platforms if p.name == "linux/amd64"), platforms[0])
 
 
-# ---- one layer, streamed ---------------------------------------------------------------------
+# ---- DIR, never through a link ------------------------------------------------------------------
 
 
-class _HashingReader(io.RawIOBase):
-    """The layer's bytes as a file for tarfile, hashed on the way (raw: the digest; after
-    gunzip: the diff_id)."""
-
-    def __init__(self, chunks: Iterable[bytes], gzipped: bool) -> None:
-        self._chunks: Iterator[bytes] = iter(chunks)
-        self._buffer = b""
-        self.raw = hashlib.sha256()
-        self.plain = hashlib.sha256()
-        self._gunzip = zlib.decompressobj(wbits=31) if gzipped else None
-
-    def readable(self) -> bool:
-        return True
-
-    def _next(self) -> bytes:
-        for chunk in self._chunks:
-            self.raw.update(chunk)
-            data = self._gunzip.decompress(chunk) if self._gunzip is not None else chunk
-            if data:
-                self.plain.update(data)
-                return data
-        if self._gunzip is not None:
-            tail = self._gunzip.flush()
-            self._gunzip = None
-            if tail:
-                self.plain.update(tail)
-                return tail
-        return b""
-
-    def readinto(self, buffer: Any) -> int:
-        if not self._buffer:
-            self._buffer = self._next()
-            if not self._buffer:
-                return 0
-        count = min(len(buffer), len(self._buffer))
-        buffer[:count] = self._buffer[:count]
-        self._buffer = self._buffer[count:]
-        return count
-
-    def drain(self) -> None:
-        self._buffer = b""
-        while self._next():
-            pass
-
-
-Visit = Callable[[tarfile.TarInfo, str, IO[bytes] | None], None]
-
-
-def walk_layer(reader: ImageReader, image: PlatformImage, index: int, visit: Visit) -> None:
-    """Calls `visit(member, path under /models, file or None)` for each entry under /models, in
-    order, after checking its name; then checks the layer's digest and diff_id."""
-    layer = image.layers[index]
-    entry = _described(image, index)
-    source = _HashingReader(reader.layer_chunks(layer), layer.media_type.endswith("gzip"))
+def _open_dir(root_fd: int, parts: list[str], create: bool, what: str) -> int:
+    """A descriptor of the directory root/parts, each step opened without following a link
+    (created when `create`); a link or a file on the way is refused."""
+    fd = os.dup(root_fd)
     try:
-        with tarfile.open(fileobj=io.BufferedReader(source, READ_SIZE), mode="r|") as tar:
-            for member in tar:
-                rel = safe_name(member, layer)
-                if rel is None:
-                    continue
-                visit(member, rel, tar.extractfile(member) if member.isreg() else None)
-    except tarfile.TarError as exc:
-        raise Mismatch(f"{entry}: layer {layer.digest} is not a readable tar ({exc})") from None
-    source.drain()
-    digest = "sha256:" + source.raw.hexdigest()
-    if digest != layer.digest:
-        raise Mismatch(f"{entry}: layer {layer.digest} holds other bytes (their digest is {digest})")
-    diff_ids = image.diff_ids
-    plain = "sha256:" + source.plain.hexdigest()
-    if index < len(diff_ids) and diff_ids[index] != plain:
-        raise Mismatch(f"{entry}: layer {layer.digest} does not match the config's diff_id {diff_ids[index]}")
+        for i, name in enumerate(parts):
+            try:
+                step = os.open(name, _DIR_FLAGS, dir_fd=fd)
+            except FileNotFoundError:
+                if not create:
+                    raise
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(name, 0o755, dir_fd=fd)
+                step = _open_step(name, fd, parts[: i + 1], what)
+            except OSError as exc:
+                if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
+                    raise
+                step = _open_step(name, fd, parts[: i + 1], what)
+            os.close(fd)
+            fd = step
+        return fd
+    except BaseException:
+        os.close(fd)
+        raise
 
 
-def _described(image: PlatformImage, index: int) -> str:
-    from .reader import model_file
+def _open_step(name: str, fd: int, parts: list[str], what: str) -> int:
+    try:
+        return os.open(name, _DIR_FLAGS, dir_fd=fd)
+    except OSError as exc:
+        if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
+            raise
+        raise HostileEntry(
+            f"refusing {what}: /{ROOT}/{'/'.join(parts)} in the target directory is a link or a file, "
+            "not a directory; nothing is written through it"
+        ) from None
 
-    found = model_file(image.layers[index])
-    if found.kind == "file":
-        return f"/{ROOT}/{found.path}"
-    if found.kind == "directory":
-        return f"/{ROOT}/{found.path} (directory layer)".replace("// ", "/ ")
-    return f"the layer of {found.path or 'links'}"
 
-
-def safe_name(member: tarfile.TarInfo, layer: Descriptor) -> str | None:
-    """The entry's path under /models (None: the entry is outside /models, or /models itself);
-    raises HostileEntry for what must not be extracted."""
-    name = member.name
-    where = f"entry {name!r} of layer {layer.digest}"
-    if name.startswith("/") or PurePosixPath(name).is_absolute():
-        raise HostileEntry(f"refusing {where}: an absolute path; the image is not safe to extract")
-    parts = [p for p in PurePosixPath(name).parts if p != "."]
-    if ".." in parts:
-        raise HostileEntry(f"refusing {where}: a path with '..'; the image is not safe to extract")
-    if "\0" in name or "\\" in name:
-        raise HostileEntry(f"refusing {where}: an unusual character in the name")
-    if member.ischr() or member.isblk() or member.isfifo() or member.isdev():
-        raise HostileEntry(f"refusing {where}: a device file or fifo; a ModelCar holds only files, directories, links")
-    if not (member.isreg() or member.isdir() or member.issym() or member.islnk()):
-        raise HostileEntry(f"refusing {where}: an entry of type {member.type!r}")
-    if not parts or parts[0] != ROOT:
+def _lstat(name: str, dir_fd: int) -> os.stat_result | None:
+    try:
+        return os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
         return None
-    rel = "/".join(parts[1:])
-    if member.issym():
-        target = member.linkname
-        resolved = posixpath.normpath(posixpath.join(posixpath.dirname(rel), target))
-        if target.startswith("/") or resolved == ".." or resolved.startswith("../"):
-            raise HostileEntry(f"refusing {where}: a symbolic link to {target!r}, outside /{ROOT}")
-    if member.islnk():
-        target_parts = [p for p in PurePosixPath(member.linkname).parts if p != "."]
-        if member.linkname.startswith("/") or ".." in target_parts or not target_parts or target_parts[0] != ROOT:
-            raise HostileEntry(f"refusing {where}: a hard link to {member.linkname!r}, outside /{ROOT}")
-    return rel or None
+
+
+def _temp_name(name: str) -> str:
+    short = name.encode()[:160].decode(errors="ignore")
+    return f".{short}.{secrets.token_hex(8)}{PARTIAL}"
+
+
+def _split(rel: str) -> tuple[list[str], str]:
+    parts = rel.split("/")
+    return parts[:-1], parts[-1]
 
 
 # ---- pull -------------------------------------------------------------------------------------
@@ -173,149 +135,232 @@ def safe_name(member: tarfile.TarInfo, layer: Descriptor) -> str | None:
 
 def pull(reader: ImageReader, image: PlatformImage, dest: Path) -> PullResult:
     """Extracts the model layers of `image` into `dest` (created if needed)."""
+    problems = image.problems()
+    if problems:
+        raise HostileEntry(f"refusing to pull {image.name}: {problems[0]}")
+    image.files()  # every annotated path checked before DIR is made
+    if not image.model:
+        raise Mismatch(f"{image.name}: the image has no model layers (nothing under /{ROOT})")
     dest.mkdir(parents=True, exist_ok=True)
     root = dest.resolve()
+    root_fd = os.open(root, _DIR_FLAGS)
+    try:
+        return _pull(reader, image, root, root_fd)
+    finally:
+        os.close(root_fd)
+
+
+def _pull(reader: ImageReader, image: PlatformImage, root: Path, root_fd: int) -> PullResult:
     result = PullResult()
-    links: list[tuple[str, str]] = []
+    tree = Tree()
     for index, described in zip(image.model, image.files(), strict=True):
-        if described.kind == "file" and _already_there(root, described):
+        if described.kind == "file" and _already_there(root_fd, described):
+            tree.add_file(described.path, described.digest, f"/{ROOT}/{described.path} (already there)")
             result.reused.append(described.path)
             continue
-        layer = _Extraction(root, described, links)
+        layer = _Extraction(root_fd, described)
         try:
-            walk_layer(reader, image, index, layer.visit)
+            walk_layer(reader, image, index, tree, layer.visit)
         except BaseException:
             layer.discard()
             raise
         result.layers_read += 1
         result.files.extend(layer.commit())
-    for rel, target in links:
-        path = _inside(root, rel, None)
-        if path.is_symlink() or path.exists():
-            if path.is_symlink() and os.readlink(path) == target:
-                continue
-            path.unlink()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        os.symlink(target, path)
-        result.links.append(rel)
-    for rel in result.links:  # each link stays inside on its own; a chain of them must too
-        path = root / rel
-        resolved = path.resolve()
-        if resolved != root and root not in resolved.parents:
-            path.unlink()
-            raise HostileEntry(f"refusing the link /{ROOT}/{rel}: with the other links it leads outside {root}")
+    tree.check_links()
+    result.links = _make_links(root_fd, root, tree.links())
     return result
 
 
 class _Extraction:
     """One layer's files, written under temporary names until the layer's digest checked out."""
 
-    def __init__(self, root: Path, described: ModelFile, links: list[tuple[str, str]]) -> None:
-        self.root, self.described, self.links = root, described, links
-        self.staged: list[tuple[Path, Path, str]] = []
+    def __init__(self, root_fd: int, described: ModelFile) -> None:
+        self.root_fd, self.described = root_fd, described
+        self.staged: list[tuple[list[str], str, str, str]] = []  # (parent, temp, name, rel)
         self.hardlinks: list[tuple[str, str]] = []
 
     def visit(self, member: tarfile.TarInfo, rel: str, data: IO[bytes] | None) -> None:
-        target = _inside(self.root, rel, member)
+        try:
+            self._visit(member, rel, data)
+        except OSError as exc:
+            raise PullError(f"cannot extract entry {member.name!r} ({self.described.layer.digest}): {exc}") from None
+
+    def _visit(self, member: tarfile.TarInfo, rel: str, data: IO[bytes] | None) -> None:
+        what = f"entry {member.name!r}"
+        parent, name = _split(rel)
         if member.isdir():
-            target.mkdir(parents=True, exist_ok=True)
-        elif member.issym():
-            self.links.append((rel, member.linkname))
+            os.close(_open_dir(self.root_fd, rel.split("/"), True, what))
         elif member.islnk():
-            self.hardlinks.append((rel, "/".join(PurePosixPath(member.linkname).parts[1:])))
-        else:
+            self.hardlinks.append((rel, hardlink_source(member)))
+        elif member.isreg():
             assert data is not None
-            target.parent.mkdir(parents=True, exist_ok=True)
-            temp = target.with_name(target.name + PARTIAL)
-            self.staged.append((temp, target, rel))
-            _check_file(self.described, rel, _write(data, temp))
+            fd = _open_dir(self.root_fd, parent, True, what)
+            try:
+                temp = _temp_name(name)
+                self.staged.append((parent, temp, name, rel))
+                digest = _write(data, temp, fd, member.size, rel)
+            finally:
+                os.close(fd)
+            check_file(self.described, rel, digest)
+        # symbolic links: made once every layer is in (Tree.links)
 
     def discard(self) -> None:
-        for temp, _, _ in self.staged:
-            temp.unlink(missing_ok=True)
+        for parent, temp, _, _ in self.staged:
+            try:
+                fd = _open_dir(self.root_fd, parent, False, "a temporary file")
+            except (OSError, HostileEntry):
+                continue
+            try:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(temp, dir_fd=fd)
+            finally:
+                os.close(fd)
 
     def commit(self) -> list[str]:
         done = []
-        for temp, target, rel in self.staged:
-            if target.is_symlink() or target.is_dir():
-                self.discard()
-                raise HostileEntry(f"refusing to write /{ROOT}/{rel}: {target} is a link or a directory")
-            os.replace(temp, target)
-            os.chmod(target, 0o644)
+        for parent, temp, name, rel in self.staged:
+            fd = _open_dir(self.root_fd, parent, False, f"/{ROOT}/{rel}")
+            try:
+                there = _lstat(name, fd)
+                if there is not None and stat.S_ISDIR(there.st_mode):
+                    self.discard()
+                    raise HostileEntry(f"refusing to write /{ROOT}/{rel}: a directory is there")
+                os.replace(temp, name, src_dir_fd=fd, dst_dir_fd=fd)
+            finally:
+                os.close(fd)
             done.append(rel)
         for rel, source in self.hardlinks:
-            link = _inside(self.root, rel, None)
-            link.unlink(missing_ok=True)
-            os.link(_inside(self.root, source, None), link)
+            _hardlink(self.root_fd, rel, source)
             done.append(rel)
         return done
 
 
-def _check_file(described: ModelFile, rel: str, digest: str) -> None:
-    if described.kind == "file" and rel == described.path and described.digest not in (None, digest):
-        raise Mismatch(
-            f"/{ROOT}/{rel}: its content has digest {digest}, the layer's annotation says {described.digest}"
+def _hardlink(root_fd: int, rel: str, source: str) -> None:
+    what = f"the hard link /{ROOT}/{rel}"
+    source_parent, source_name = _split(source)
+    parent, name = _split(rel)
+    src_fd = _open_dir(root_fd, source_parent, False, what)
+    try:
+        found = _lstat(source_name, src_fd)
+        if found is None or not stat.S_ISREG(found.st_mode):
+            raise HostileEntry(f"refusing {what}: /{ROOT}/{source} is not a file in the target directory")
+        fd = _open_dir(root_fd, parent, True, what)
+        try:
+            there = _lstat(name, fd)
+            if there is not None and stat.S_ISDIR(there.st_mode):
+                raise HostileEntry(f"refusing {what}: a directory is there")
+            if there is not None and (there.st_dev, there.st_ino) == (found.st_dev, found.st_ino):
+                return  # already that link (and rename(2) would leave the temporary name)
+            temp = _temp_name(name)
+            os.link(source_name, temp, src_dir_fd=src_fd, dst_dir_fd=fd, follow_symlinks=False)
+            os.replace(temp, name, src_dir_fd=fd, dst_dir_fd=fd)
+        finally:
+            os.close(fd)
+    finally:
+        os.close(src_fd)
+
+
+def _make_links(root_fd: int, root: Path, links: list[tuple[str, str]]) -> list[str]:
+    """Makes the image's links (each already checked in the tree); then every link in DIR must
+    stay inside it. On a failure the links made here are removed."""
+    made: list[str] = []
+    try:
+        for rel, target in links:
+            what = f"the link /{ROOT}/{rel}"
+            parent, name = _split(rel)
+            fd = _open_dir(root_fd, parent, True, what)
+            try:
+                there = _lstat(name, fd)
+                if there is not None and stat.S_ISLNK(there.st_mode) and os.readlink(name, dir_fd=fd) == target:
+                    continue
+                if there is not None and stat.S_ISDIR(there.st_mode):
+                    raise HostileEntry(f"refusing {what} to {target!r}: a directory is there")
+                temp = _temp_name(name)
+                os.symlink(target, temp, dir_fd=fd)
+                os.replace(temp, name, src_dir_fd=fd, dst_dir_fd=fd)
+                made.append(rel)
+            finally:
+                os.close(fd)
+        _check_links_on_disk(root)
+    except BaseException:
+        for rel in made:
+            _remove_link(root_fd, rel)
+        raise
+    return made
+
+
+def _check_links_on_disk(root: Path) -> None:
+    """Every link in DIR (made by this pull or there before), resolved: each must stay inside;
+    those that lead out are all removed, and the first is named."""
+    out: list[tuple[str, Path]] = []
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        for name in sorted(dirnames + filenames):
+            path = os.path.join(dirpath, name)
+            if not os.path.islink(path):
+                continue
+            resolved = Path(os.path.realpath(path))
+            if resolved != root and root not in resolved.parents:
+                out.append((Path(path).relative_to(root).as_posix(), resolved))
+    for rel, _ in out:
+        (root / rel).unlink(missing_ok=True)
+    if out:
+        rel, resolved = out[0]
+        more = f" (and {len(out) - 1} more: {', '.join(r for r, _ in out[1:])})" if out[1:] else ""
+        raise HostileEntry(
+            f"refusing the link /{ROOT}/{rel} in {root}{more}: with the other links there it leads outside "
+            f"{root} (to {resolved}); removed, and so were the links this pull made"
         )
 
 
-def _inside(root: Path, rel: str, member: tarfile.TarInfo | None) -> Path:
-    """`root/rel`, refused when a directory on the way is a link leading outside root."""
-    target = root / rel
-    existing = target.parent
-    while not existing.exists() and existing != root and root in existing.parents:
-        existing = existing.parent
-    resolved = existing.resolve()
-    if resolved != root and root not in resolved.parents:
-        name = member.name if member is not None else rel
-        raise HostileEntry(f"refusing entry {name!r}: it would be written through a link, outside {root}")
-    return target
+def _remove_link(root_fd: int, rel: str) -> None:
+    parent, name = _split(rel)
+    try:
+        fd = _open_dir(root_fd, parent, False, "a link")
+    except (OSError, HostileEntry):
+        return
+    try:
+        there = _lstat(name, fd)
+        if there is not None and stat.S_ISLNK(there.st_mode):
+            os.unlink(name, dir_fd=fd)
+    finally:
+        os.close(fd)
 
 
-def _already_there(root: Path, described: ModelFile) -> bool:
-    path = root / described.path
-    if path.is_symlink() or not path.is_file() or described.digest is None:
+def _already_there(root_fd: int, described: ModelFile) -> bool:
+    if described.digest is None:
         return False
-    if described.size is not None and path.stat().st_size != described.size:
+    parent, name = _split(described.path)
+    try:
+        dir_fd = _open_dir(root_fd, parent, False, f"/{ROOT}/{described.path}")
+    except (OSError, HostileEntry):
         return False
-    return "sha256:" + sha256_of(path) == described.digest
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+    except OSError:
+        return False
+    finally:
+        os.close(dir_fd)
+    with os.fdopen(fd, "rb") as handle:
+        info = os.fstat(handle.fileno())
+        if not stat.S_ISREG(info.st_mode) or (described.size is not None and info.st_size != described.size):
+            return False
+        hasher = hashlib.sha256()
+        while chunk := handle.read(READ_SIZE):
+            hasher.update(chunk)
+    return "sha256:" + hasher.hexdigest() == described.digest
 
 
-def _write(data: IO[bytes], temp: Path) -> str:
+def _write(data: IO[bytes], temp: str, dir_fd: int, size: int, rel: str) -> str:
+    """Writes `data` to a new file `temp` (never an existing one, never through a link)."""
     hasher = hashlib.sha256()
-    with open(temp, "wb") as out:
+    written = 0
+    fd = os.open(temp, _NEW_FILE, 0o600, dir_fd=dir_fd)
+    with os.fdopen(fd, "wb") as out:
+        os.fchmod(out.fileno(), 0o644)
         while chunk := data.read(READ_SIZE):
+            written += len(chunk)
+            if written > size:
+                raise Mismatch(f"/{ROOT}/{rel}: more than the {size} bytes its tar header gives")
             hasher.update(chunk)
             out.write(chunk)
     return "sha256:" + hasher.hexdigest()
-
-
-def sha256_of(path: Path) -> str:
-    from ..files import sha256_file
-
-    return sha256_file(path)
-
-
-# ---- verify (bytes against annotations and diff_ids) -------------------------------------------
-
-
-def verify_layers(reader: ImageReader, image: PlatformImage, directories_only: bool = False) -> dict[str, str]:
-    """Checks every model layer's bytes (or only the `directory` layers'); returns
-    {path: sha256:...} of every file read."""
-    found: dict[str, str] = {}
-    for index, described in zip(image.model, image.files(), strict=True):
-        if directories_only and described.kind != "directory":
-            continue
-
-        def visit(member: tarfile.TarInfo, rel: str, data: IO[bytes] | None, described: ModelFile = described) -> None:
-            if data is None:
-                return
-            hasher = hashlib.sha256()
-            while chunk := data.read(READ_SIZE):
-                hasher.update(chunk)
-            found[rel] = "sha256:" + hasher.hexdigest()
-            _check_file(described, rel, found[rel])
-
-        walk_layer(reader, image, index, visit)
-        if described.kind == "file" and described.path not in found:
-            raise Mismatch(f"/{ROOT}/{described.path}: the layer that names it does not hold it")
-    return found

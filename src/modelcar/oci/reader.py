@@ -8,6 +8,7 @@ told from the base's by olot's annotations (`olot.layer.content.*`) or by their 
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ from .reference import ImageRef
 from .store import ClientOptions, Clients, LayoutStore, RegistryStore, Store, open_store
 
 MODEL_HISTORY = ("modelcar:", "olot ")
+BLOB_LIMIT = 16 << 20  # a signature bundle is a few KiB
 SIGNATURE_ARTIFACT_TYPES = {
     "application/vnd.model-signing.signature.v0.1": "model-signing",
     "application/vnd.dev.cosign.artifact.sig.v1+json": "cosign",
@@ -80,6 +82,20 @@ class PlatformImage:
     def files(self) -> list[ModelFile]:
         return [model_file(self.layers[i]) for i in self.model]
 
+    def problems(self) -> list[str]:
+        """What makes the image's /models other than its model layers say: a layer that is not a
+        model layer above the first model layer (its files would be invisible to inspect, verify
+        and pull, yet KServe would see them)."""
+        if not self.model:
+            return []
+        first = self.model[0]
+        return [
+            f"layer {i} ({d.digest}) is not a model layer but comes after the model layers; "
+            f"what it holds under /{ROOT} would not be checked"
+            for i, d in enumerate(self.layers)
+            if i > first and i not in self.model
+        ]
+
 
 @dataclass
 class Signature:
@@ -99,23 +115,41 @@ class ImageView:
 
 
 def model_file(layer: Descriptor) -> ModelFile:
+    """The layer as its annotations describe it; a `file` or `directory` layer whose annotated
+    path is not under /models (absolute once /models is taken off, `..`, odd characters) is refused."""
     a = layer.annotations
     kind = a.get(CONTENT_TYPE) or "other"
+    kind = kind if kind in (FILE_LAYER, DIRECTORY_LAYER) else "other"
     path = a.get(CONTENT_PATH, "")
-    rel = _strip_root(path) if path else a.get("org.opencontainers.image.title", "")
+    title = a.get("org.opencontainers.image.title", "")
+    rel = _annotated_path(path, layer, root_given=True) if path else title
+    if kind != "other" and not path:
+        rel = _annotated_path(title, layer, root_given=False)
+    if kind == FILE_LAYER and not rel:
+        raise ImageReadError(f"layer {layer.digest} is a `file` layer that names no file under /{ROOT}")
     size = a.get(SIZE_ANNOTATION)
-    return ModelFile(
-        rel,
-        kind if kind in (FILE_LAYER, DIRECTORY_LAYER) else "other",
-        layer,
-        a.get(CONTENT_DIGEST),
-        int(size) if size and size.isdigit() else None,
-    )
+    return ModelFile(rel, kind, layer, a.get(CONTENT_DIGEST), int(size) if size and size.isdigit() else None)
 
 
-def _strip_root(path: str) -> str:
-    parts = PurePosixPath(path.lstrip("/")).parts
-    return "/".join(parts[1:]) if parts and parts[0] == ROOT else "/".join(parts)
+def _annotated_path(path: str, layer: Descriptor, root_given: bool) -> str:
+    """The path relative to /models of an annotation: `/models/...` (or `models/...`) for the
+    in-layer path, relative for a title."""
+    bad = f"layer {layer.digest} has the annotated path {path!r}"
+    if "\0" in path or "\\" in path:
+        raise ImageReadError(f"{bad}: an unusual character in it")
+    parts = [p for p in PurePosixPath(path).parts if p not in (".", "/")]
+    if root_given:
+        if not parts or parts[0] != ROOT:
+            raise ImageReadError(f"{bad}: not under /{ROOT}")
+        parts = parts[1:]
+    elif path.startswith("/"):
+        raise ImageReadError(f"{bad}: an absolute path, not one under /{ROOT}")
+    if ".." in parts:
+        raise ImageReadError(f"{bad}: a path with '..'")
+    rel = "/".join(parts)
+    if rel.startswith("/"):
+        raise ImageReadError(f"{bad}: an absolute path once /{ROOT} is taken off")
+    return rel
 
 
 class ImageReader:
@@ -169,17 +203,25 @@ class ImageReader:
         return PlatformImage(name, digest, manifest, config_digest, config, layers, model)
 
     def layer_chunks(self, layer: Descriptor, offset: int = 0) -> Iterator[bytes]:
-        """A layer's bytes, streamed (a registry's broken connections resume with Range)."""
-        return self.store.blob(layer).chunks(offset)
+        """A layer's bytes, streamed (a registry's broken connections resume with Range); more
+        than its descriptor's size raise ImageReadError."""
+        return _bounded(self.store.blob(layer).chunks(offset), layer, layer.size - offset)
 
     def signature(self, digest: str) -> Signature | None:
-        """A signature attached to the manifest `digest`: by the referrers API, else by the tag
-        `sha256-<hex>.sig` (model-signing's and cosign's convention)."""
+        """The first signature attached to the manifest `digest` (see `signatures`)."""
+        found = self._referrers(self.store, digest) if isinstance(self.store, RegistryStore) else []
+        return found[0] if found else self._tagged(digest)
+
+    def signatures(self, digest: str) -> list[Signature]:
+        """Every signature attached to the manifest `digest`: by the referrers API, then by the
+        tag `sha256-<hex>.sig` (model-signing's and cosign's convention)."""
+        found = self._referrers(self.store, digest) if isinstance(self.store, RegistryStore) else []
+        tagged = self._tagged(digest)
+        return found + ([tagged] if tagged is not None else [])
+
+    def _tagged(self, digest: str) -> Signature | None:
         tag = digest.replace(":", "-") + ".sig"
         if isinstance(self.store, RegistryStore):
-            found = self._referrer(self.store, digest)
-            if found is not None:
-                return found
             try:
                 data, _, sig_digest = self.store.manifest(tag)
             except RegistryError as exc:
@@ -198,7 +240,7 @@ class ImageReader:
         kind = next((SIGNATURE_LAYER_TYPES[d.media_type] for d in layers if d.media_type in SIGNATURE_LAYER_TYPES), "")
         return Signature(kind or "unknown", f"tag {tag}", sig_digest, layers)
 
-    def _referrer(self, store: RegistryStore, digest: str) -> Signature | None:
+    def _referrers(self, store: RegistryStore, digest: str) -> list[Signature]:
         client = store.client
         client.want(store.repository, "pull")
         try:
@@ -209,23 +251,49 @@ class ImageReader:
                 ok=(200, 404, 400, 405),
             )
         except RegistryError:
-            return None
+            return []
         if response.status_code != 200:
-            return None
+            return []
         try:
             manifests = response.json().get("manifests", [])
         except (ValueError, AttributeError):
-            return None
-        for entry in manifests:
-            kind = SIGNATURE_ARTIFACT_TYPES.get(str(entry.get("artifactType", "")))
-            if kind:
+            return []
+        found = []
+        for entry in manifests if isinstance(manifests, list) else []:
+            kind = SIGNATURE_ARTIFACT_TYPES.get(str(entry.get("artifactType", ""))) if isinstance(entry, dict) else None
+            if not kind or "digest" not in entry:
+                continue
+            try:
                 data, _, sig_digest = store.manifest(str(entry["digest"]))
                 layers = [Descriptor.from_json(d) for d in _json(data, "a signature").get("layers", [])]
-                return Signature(kind, "referrers", sig_digest, layers)
-        return None
+            except (RegistryError, ImageReadError, KeyError, TypeError, ValueError):
+                continue  # one unreadable referrer: the others may still be checked
+            found.append(Signature(kind, "referrers", sig_digest, layers))
+        return found
 
-    def blob(self, descriptor: Descriptor) -> bytes:
-        return b"".join(self.layer_chunks(descriptor))
+    def blob(self, descriptor: Descriptor, limit: int = BLOB_LIMIT) -> bytes:
+        """A small blob (a signature bundle), whole: at most `limit` bytes, its digest checked."""
+        if descriptor.size > limit:
+            raise ImageReadError(f"blob {descriptor.digest} is {descriptor.size} bytes, more than {limit} allowed here")
+        data = b"".join(self.layer_chunks(descriptor))
+        actual = "sha256:" + hashlib.sha256(data).hexdigest()
+        if actual != descriptor.digest or len(data) != descriptor.size:
+            raise ImageReadError(
+                f"blob {descriptor.digest} holds other bytes (digest {actual}, {len(data)} bytes; "
+                f"the descriptor says {descriptor.size})"
+            )
+        return data
+
+
+def _bounded(chunks: Iterator[bytes], descriptor: Descriptor, size: int) -> Iterator[bytes]:
+    seen = 0
+    for chunk in chunks:
+        seen += len(chunk)
+        if seen > size:
+            raise ImageReadError(
+                f"blob {descriptor.digest} holds more than the {descriptor.size} bytes its descriptor gives"
+            )
+        yield chunk
 
 
 def _model_layers(layers: list[Descriptor], config: dict[str, Any]) -> list[int]:

@@ -646,3 +646,64 @@ def test_inspect_reads_no_base_layer_unless_asked(tmp_path: Path, monkeypatch: p
 def test_refusals_are_modelcar_errors() -> None:
     assert issubclass(HostileEntry, ModelcarError) and issubclass(Mismatch, ModelcarError)
     assert issubclass(ImageReadError, ModelcarError)
+
+
+# ---- C5: every attached signature is a candidate ---------------------------------------------------
+
+
+_LISTED = [
+    {"artifactType": "application/vnd.model-signing.signature.v0.1", "digest": "sha256:" + "a" * 64},
+    {"artifactType": "application/vnd.dev.cosign.artifact.sig.v1+json", "digest": "sha256:" + "b" * 64},
+    {"artifactType": "application/vnd.unknown", "digest": "sha256:" + "d" * 64},
+    {"artifactType": "application/vnd.model-signing.signature.v0.1", "digest": "sha256:" + "c" * 64},
+]
+
+
+class _FakeClient:
+    """The referrers API of a registry listing four: unreadable, cosign, of no known type, model-signing."""
+
+    def want(self, repository: str, scope: str) -> None:
+        pass
+
+    def request(self, method: str, path: str, **kwargs: object) -> object:
+        class Response:
+            status_code = 200
+
+            def json(self) -> dict:
+                return {"manifests": _LISTED}
+
+        return Response()
+
+
+def test_every_referrer_is_listed_an_unreadable_one_skipped() -> None:
+    from modelcar.oci.store import RegistryStore
+
+    store = object.__new__(RegistryStore)
+    store.client, store.repository = _FakeClient(), "repo"  # type: ignore[assignment]
+    bundle = {"mediaType": "application/vnd.dev.sigstore.bundle.v0.3+json", "digest": "sha256:" + "e" * 64, "size": 9}
+    docs = {"b": {"layers": []}, "c": {"layers": [bundle]}}
+    store.manifest = lambda digest: (  # type: ignore[method-assign]
+        json.dumps(docs[digest[7]]).encode() if digest[7] in docs else b"not json",
+        OCI_MANIFEST,
+        digest,
+    )
+    reader = object.__new__(ImageReader)
+    reader.store = store
+    found = reader._referrers(store, "sha256:" + "0" * 64)
+    assert [(s.kind, s.manifest_digest[7]) for s in found] == [("cosign", "b"), ("model-signing", "c")]
+
+
+def test_verify_tries_each_signature_until_one_verifies(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from modelcar.oci.reader import Signature
+
+    private, public = _keys(tmp_path)
+    image = hand_made(tmp_path / "layout", [(layer([entry("models/a", data=GOOD)]), file_layer("a", GOOD))])
+    readback.sign_image(ref(image), OPTIONS, private, check_bytes=True)
+    real = ImageReader.signatures
+    cosign = Signature("cosign", "referrers", "sha256:" + "b" * 64, [])
+    monkeypatch.setattr(ImageReader, "signatures", lambda self, digest: [cosign, *real(self, digest)])
+    checked = verify(image, public_key=public)
+    assert checked[0].startswith("signature (model-signing, tag sha256-")
+    monkeypatch.setattr(ImageReader, "signatures", lambda self, digest: [cosign, cosign])
+    with pytest.raises(Mismatch, match=r"no signature attached to .* verifies with .* \(2 tried\)"):
+        verify(image, public_key=public)

@@ -169,17 +169,19 @@ def test_a_chain_of_links_leading_out_is_refused_before_any_link_is_made(tmp_pat
 
 
 def test_links_left_in_dir_are_never_written_through(tmp_path: Path) -> None:
-    """DIR as an older pull (or anyone) left it: a link at a temporary name, a directory that is
-    a link leading out. The files land as regular files; nothing lands outside."""
+    """DIR as an older pull (or anyone) left it: a link at a file's name, a link leading out, a
+    directory that is a link leading out. The files land as regular files; nothing lands outside."""
     dest, outside = tmp_path / "out", tmp_path / "outside"
     dest.mkdir()
     outside.mkdir()
-    os.symlink("../victim", dest / "y.modelcar-partial")
+    os.symlink("../victim", dest / "y")
+    os.symlink("../victim", dest / "escape")
     image = hand_made(tmp_path / "layout", [(layer([entry("models/y", data=GOOD)]), file_layer("y", GOOD))])
-    with pytest.raises(HostileEntry, match=r"y\.modelcar-partial.*leads outside"):
+    with pytest.raises(HostileEntry, match=r"/models/escape .*leads outside"):
         pull(image, dest)  # y itself is written (a regular file), the link leading out is removed
     assert (dest / "y").read_bytes() == GOOD and not (dest / "y").is_symlink()
-    assert not (tmp_path / "victim").exists() and not (dest / "y.modelcar-partial").is_symlink()
+    assert not (tmp_path / "victim").exists() and not (dest / "escape").is_symlink()
+    assert pull(image, dest).reused == ["y"]
 
     os.symlink("../outside", dest / "sub")
     through = hand_made(
@@ -188,6 +190,20 @@ def test_links_left_in_dir_are_never_written_through(tmp_path: Path) -> None:
     with pytest.raises(HostileEntry, match="/models/sub in the target directory is a link"):
         pull(through, dest)
     assert list(outside.iterdir()) == []
+
+
+def test_what_an_interrupted_pull_left_is_removed(tmp_path: Path) -> None:
+    dest = tmp_path / "out"
+    (dest / "sub").mkdir(parents=True)
+    (dest / "sub" / ".w.bin.0123456789abcdef.modelcar-partial").write_bytes(b"half a file")
+    os.symlink("../../victim", dest / "sub" / "w.bin.modelcar-partial")  # an older pull's name
+    (dest / "keep.txt").write_text("the user's")
+    image = hand_made(
+        tmp_path / "layout", [(layer([entry("models/sub/w.bin", data=GOOD)]), file_layer("sub/w.bin", GOOD))]
+    )
+    assert pull(image, dest).files == ["sub/w.bin"]
+    assert listing(dest) == {"keep.txt": "the user's", "sub": "<dir>", "sub/w.bin": GOOD.decode()}
+    assert not (tmp_path / "victim").exists()
 
 
 def test_links_skipped_as_already_there_are_checked_again(tmp_path: Path) -> None:

@@ -145,9 +145,20 @@ def pull(reader: ImageReader, image: PlatformImage, dest: Path) -> PullResult:
     root = dest.resolve()
     root_fd = os.open(root, _DIR_FLAGS)
     try:
+        _remove_leftovers(root)
         return _pull(reader, image, root, root_fd)
     finally:
         os.close(root_fd)
+
+
+def _remove_leftovers(root: Path) -> None:
+    """Removes what an interrupted pull (or an older one) left under a `.modelcar-partial` name:
+    no image may hold such a name, so none is anyone else's."""
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        for name in dirnames + filenames:
+            path = os.path.join(dirpath, name)
+            if name.endswith(PARTIAL) and not stat.S_ISDIR(os.lstat(path).st_mode):
+                os.unlink(path)
 
 
 def _pull(reader: ImageReader, image: PlatformImage, root: Path, root_fd: int) -> PullResult:

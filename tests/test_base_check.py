@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import shutil
 import threading
 from pathlib import Path
 
@@ -305,15 +306,29 @@ def test_cli_a_repush_does_not_read_the_base_layers_again(oci_registry: Registry
         return sum(1 for m, uri in oci_registry.requests() if m == "GET" and uri.endswith(f"/blobs/{layer}"))
 
     image, base = f"{oci_registry.host}/checked/model:1", f"{oci_registry.host}/checkbase/busybox:1"
-    first = push(ws, image, base, "--no-tls-verify")
+    cache = tmp_path / "user-cache"  # the verdict outlives the workspace, which cleanup empties
+    env = clean_env(XDG_CACHE_HOME=str(cache))
+    first = push(ws, image, base, "--no-tls-verify", env=env)
     assert first.returncode == 0, first.output
     assert layer_reads() == 1
     assert kserve_record(ws)["ready"] is True and kserve_record(ws)["cached"] is False
-    second = push(ws, image, base, "--no-tls-verify")
+    shutil.rmtree(ws)
+    ws = workspace(tmp_path)  # a new run: cleanup-workspace emptied it
+    second = push(ws, image, base, "--no-tls-verify", env=env)
     assert second.returncode == 0, second.output
     assert layer_reads() == 1, "the re-push read the base's layer again"
     assert kserve_record(ws)["ready"] is True and kserve_record(ws)["cached"] is True
-    assert (ws / ".modelcar-base-check.json").is_file()
+    assert (cache / "modelcar" / "base-check.json").is_file()
+
+
+def test_a_base_too_large_to_read_during_a_push_is_not_read(tmp_path: Path) -> None:
+    base = make_base_layout(tmp_path / "base", [busybox_members()], compress=True)
+    store = LayoutStore(LayoutRef(base, "latest"))
+    fitness = check(store, "big", platforms_of(base), FitnessCache(None), max_bytes=1024)
+    assert fitness.ready is None and "more than the 0 MiB the check reads during a push" in (fitness.reason or "")
+    [(level, text)] = fitness.messages()
+    assert level == "warning" and "modelcar inspect --check-base" in text
+    assert check(store, "big", platforms_of(base), FitnessCache(None), max_bytes=None).ready is True
 
 
 # ---- a base or destination that cannot be reached ------------------------------------------------

@@ -9,7 +9,6 @@ the user's cache directory; only `inspect --check-base` reads the base layers' f
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,11 +42,6 @@ def parse_ref(text: str) -> ImageRef:
         raise UsageError(
             f"invalid REF={text!r}: {exc}; expected host[:port]/path[:tag][@sha256:...] or oci:DIR[:TAG]"
         ) from None
-
-
-def _cache_path() -> Path:
-    root = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(root) / "modelcar" / "base-check.json"
 
 
 def inspect(ref: ImageRef, options: ClientOptions, check_base: bool = False) -> dict[str, Any]:
@@ -97,7 +91,8 @@ def _kserve(reader: ImageReader, view: ImageView, image: PlatformImage, check_ba
         fitness = recorded
     else:
         origin = reader.store if check_base else _NoLayers(reader.store)
-        fitness = base_check.check(origin, view.reference, platforms, base_check.FitnessCache(_cache_path()))
+        cache = base_check.FitnessCache(base_check.default_cache_path())
+        fitness = base_check.check(origin, view.reference, platforms, cache, max_bytes=None)
     ready = bool(models and fitness.ready)
     out: dict[str, Any] = {"ready": ready, "models_non_empty": models, "base": fitness.to_json()}
     out["notes"] = [text for _, text in fitness.messages()] + ([] if models else ["/models is empty"])

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -17,6 +19,7 @@ from .secrets import captured_output
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 MODELCAR = Path(sys.executable).with_name("modelcar")
+SESSION_CACHE = Path(tempfile.gettempdir()) / f"modelcar-test-cache-{os.getpid()}"
 
 
 def free_port() -> int:
@@ -43,6 +46,9 @@ def clean_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in set(ENV_NAMES.values()) | set(SECRET_ENV_NAMES)}
     env.pop("HF_ENDPOINT", None)
     env["HF_HUB_DISABLE_TELEMETRY"] = "1"
+    # A cache of this test session's own (base-image verdicts, the Hub client's): none left over
+    # from an earlier session, and none written into the developer's home.
+    env["XDG_CACHE_HOME"] = str(SESSION_CACHE)
     env.update(extra)
     return env
 
@@ -74,3 +80,10 @@ def wait_for(condition: Callable[[], bool], seconds: float = 30) -> bool:
             return True
         time.sleep(0.01)
     return False
+
+
+@pytest.fixture(scope="session", autouse=True)
+def session_cache() -> Iterator[Path]:
+    """The session's cache directory (clean_env's XDG_CACHE_HOME), removed at the end."""
+    yield SESSION_CACHE
+    shutil.rmtree(SESSION_CACHE, ignore_errors=True)

@@ -8,13 +8,17 @@ served only by `oci+native://` and `oci+fetch://` storage.
 
 The layers' tar headers are read (whiteouts applied, symlinks followed: see rootfs.py), never
 guessed from names. One platform is checked: linux/amd64 when the base has it, else the first.
-The verdict is remembered in the workspace per (layer digests, PATH), so a re-push reads no layer.
+The verdict is remembered in the user's cache directory (outside the workspace, which
+cleanup-workspace empties on every run) per (layer digests, PATH), so a re-push reads no layer.
+A base whose layers are over MAX_SCAN_BYTES is not read at all: the check runs beside the upload,
+but the manifest waits for it, and a base that large would hold the push back.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import threading
 from concurrent.futures import Future
 from dataclasses import asdict, dataclass, field
@@ -31,6 +35,7 @@ DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 SHELL_FREE_STORAGE = ["oci+native://", "oci+fetch://"]
 PREFERRED_PLATFORM = "linux/amd64"
 CACHE_VERSION = 1
+MAX_SCAN_BYTES = 512 * 1024 * 1024  # compressed layer bytes the check may read
 SIDECAR = '`sh -c "ln -sf ... && sleep infinity"`'
 KSERVE_READY = "io.modelcar.kserve.ready"  # manifest annotation: "true" / "false", the verdict
 KSERVE_MISSING = "io.modelcar.kserve.missing"  # manifest annotation: what the base lacks, comma-separated
@@ -119,8 +124,14 @@ class Fitness:
         return str(self.platform)
 
 
+def default_cache_path() -> Path:
+    """$XDG_CACHE_HOME/modelcar/base-check.json (~/.cache when unset): shared by build-push and inspect."""
+    root = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(root) / "modelcar" / "base-check.json"
+
+
 class FitnessCache:
-    """Verdicts by key, in a small JSON file in the workspace (None: nothing is remembered)."""
+    """Verdicts by key, in a small JSON file (None: nothing is remembered)."""
 
     def __init__(self, path: Path | None) -> None:
         self.path = path
@@ -156,8 +167,12 @@ def check(
     platforms: list[Platform],
     cache: FitnessCache,
     abort: threading.Event | None = None,
+    max_bytes: int | None = MAX_SCAN_BYTES,
 ) -> Fitness:
-    """The verdict for one platform of the base; never raises (a failure is a verdict of None)."""
+    """The verdict for one platform of the base; never raises (a failure is a verdict of None).
+
+    Layers totalling over `max_bytes` (None: no limit) are not read: a verdict of None.
+    """
     chosen = next((p for p in platforms if p.name == PREFERRED_PLATFORM), platforms[0])
     settings = chosen.config.get("config") or {}
     path = _path_of(settings.get("Env"))
@@ -175,6 +190,13 @@ def check(
         fitness.found = dict(remembered.get("found") or {})
         fitness.cached = True
     else:
+        size = sum(d.size for d in chosen.layers)
+        if max_bytes is not None and size > max_bytes:
+            fitness.reason = (
+                f"its layers hold {size / 2**20:.0f} MiB, more than the {max_bytes / 2**20:.0f} MiB the check "
+                "reads during a push; check it once with `modelcar inspect --check-base` on the pushed image"
+            )
+            return fitness
         try:
             fitness.found = _find(origin, chosen.layers, path, abort)
         except Exception as exc:  # a check that cannot run is a warning, never a failed push

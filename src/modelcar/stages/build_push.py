@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any
 
-from ..oci.base_check import FitnessCache
+from ..oci.base_check import FitnessCache, default_cache_path
 from ..oci.build import BuildResult, build_and_push
 from ..oci.digest_cache import DigestCache
 from ..oci.file_digests import recorded_digests
@@ -15,7 +15,6 @@ from . import follow
 from .context import StageContext
 
 CACHE_NAME = ".modelcar-layer-digests.json"
-BASE_CHECK_NAME = ".modelcar-base-check.json"  # the base's fitness for KServe, per layer digests
 SOURCE_ANNOTATION = "io.modelcar.source"
 
 
@@ -43,7 +42,11 @@ def run(context: StageContext) -> None:
         if following is not None
         else sum(p.stat().st_size for p in model_dir.rglob("*") if p.is_file() and not p.is_symlink())
     )
-    with context.ui.byte_progress("build-and-push", total) as bar:
+    ui = context.ui
+    bars = ui.byte_progress("build-and-push", total) if following is None else ui.transfer_progress(total)
+    with bars as bar:
+        if following is not None:  # both sides: bytes downloaded and pushed, one ETA
+            following.on_record = follow.download_meter(context.workspace.root, bar.downloaded)  # type: ignore[union-attr]
         result = build_and_push(
             model_dir if following is None else following,
             params.image_ref,

@@ -295,7 +295,13 @@ def test_whole_pipeline_with_compression(
     )
 
     expect_statuses(run)
-    assert run.result.order == [VALIDATE, *STAGE_NAMES]
+    # build-and-push starts beside download-model (Tekton has no conditional runAfter, issue 14),
+    # but with compression on it waits, doing nothing, for compress-model: the work is in order.
+    assert run.result.order == [VALIDATE, CLEANUP, DOWNLOAD, BUILD_PUSH, COMPRESS, REGISTER]
+    assert "waiting for download-model and compress-model" in run.result.tasks[BUILD_PUSH].output
+    stages = run.run_json()["stages"]  # each stage's end, as it recorded it
+    assert stages[COMPRESS]["status"] == stages[BUILD_PUSH]["status"] == "succeeded"
+    assert stages[COMPRESS]["time"] <= stages[BUILD_PUSH]["time"]
     record = run.run_json()
     assert record["compression"]["enabled"] is True
     assert record["compression"]["bits"] == 4
@@ -486,15 +492,17 @@ def test_a_bad_parameter_stops_the_run_before_any_work(
 
 
 def test_a_failing_stage_stops_the_run(run_pipeline: Callable[..., Run], tmp_path: Path) -> None:
-    """No file of the model matches the allow patterns: download-model fails, the rest is not run."""
+    """No file of the model matches the allow patterns: download-model fails, the rest is not run;
+    build-and-push, started beside it to follow the download (issue 14), fails naming it."""
     model = write_model_dir(tmp_path / "model", {"README.md": b"no weights here"})
     run = run_pipeline({"HUGGINGFACE_MODEL": str(model), "OCI_IMAGE": f"oci:{tmp_path / 'layout'}"})
     assert run.result.status == FAILED
-    expected = {VALIDATE: SUCCEEDED, CLEANUP: SUCCEEDED, DOWNLOAD: FAILED} | {
-        name: NOT_RUN for name in (COMPRESS, BUILD_PUSH, REGISTER)
+    expected = {VALIDATE: SUCCEEDED, CLEANUP: SUCCEEDED, DOWNLOAD: FAILED, BUILD_PUSH: FAILED} | {
+        name: NOT_RUN for name in (COMPRESS, REGISTER)
     }
     assert run.result.statuses == expected, run.result.output
     assert "download-model" in run.result.tasks[DOWNLOAD].output
+    assert "download-model failed: no file of" in run.result.tasks[BUILD_PUSH].output
 
 
 # -- the wiring, with a recording stand-in for modelcar ---------------------------------------
@@ -573,7 +581,12 @@ def test_every_parameter_reaches_every_task_as_its_environment_variable(
 
     recorded = calls(log)
     commands = [c["argv"][0] for c in recorded]
-    assert commands == ["validate", "cleanup", "download", "compress", "build-push", "register"]
+    # build-push runs beside download (and compress, issue 14), register after it: the recording
+    # stand-in returns at once, so these calls come in any order the DAG allows.
+    assert commands[:2] == ["validate", "cleanup"]
+    assert sorted(commands[2:]) == ["build-push", "compress", "download", "register"]
+    assert commands.index("download") < commands.index("compress")
+    assert commands.index("build-push") < commands.index("register")
     cli_params = {k: v for k, v in params.items() if k not in ("TASK_IMAGE", "COMPRESS_IMAGE")}
     for call in recorded:
         env = call["env"]
@@ -641,9 +654,59 @@ def test_the_real_validate_decides_which_tasks_run(local_model: Path, tmp_path: 
     assert result.tasks[VALIDATE].status == SUCCEEDED, result.output
     assert result.tasks[VALIDATE].results == {name: "false" if name == CLEANUP else "true" for name in STAGE_NAMES}
     assert result.statuses == {name: SUCCEEDED for name in ALL_TASKS} | {CLEANUP: SKIPPED}, result.output
-    assert [c["argv"][0] for c in calls(log)] == ["validate", "download", "compress", "build-push", "register"]
+    commands = [c["argv"][0] for c in calls(log)]  # build-push beside download and compress (issue 14)
+    assert commands[0] == "validate"
+    assert sorted(commands[1:]) == ["build-push", "compress", "download", "register"]
+    assert commands.index("download") < commands.index("compress")
+    assert commands.index("build-push") < commands.index("register")
 
     result = executor.run(params | {"SKIP_TASKS": ",".join(STAGE_NAMES)}, {"shared-workspace": workspace})
     assert result.tasks[VALIDATE].results == {name: "false" for name in STAGE_NAMES}
     assert result.statuses == {VALIDATE: SUCCEEDED} | {name: SKIPPED for name in STAGE_NAMES}
     assert result.results == {}
+
+
+# -- download-model and build-and-push side by side (issue 14) -------------------------------
+
+
+@pytest.mark.slow
+def test_without_compression_build_and_push_runs_beside_download_model(
+    run_pipeline: Callable[..., Run], oci_registry: Any, busybox_layout: Path, tmp_path: Path
+) -> None:
+    """Proven by order: the stand-in Hub holds the last shard back until the registry has the
+    first shard's layer, so the run completes only if build-and-push pushed while download-model
+    was still downloading."""
+    from modelcar.oci.layers import plan_layers, scan_model
+
+    from .helpers.fast_hub import FastHub
+
+    first, last = "model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"
+    files = {"config.json": b'{"a": 1}', first: bytes(range(256)) * 80_000, last: b"\x07" * 18_000_000}
+    model = write_model_dir(tmp_path / "model", files)
+    (plan,) = [p for p in plan_layers(scan_model(model)) if p.title == first]
+    layer = "sha256:" + hashlib.sha256(b"".join(plan.stream().chunks())).hexdigest()
+    repo = "tekton/side-by-side"
+    hub = FastHub(tmp_path / "hub").start()
+    try:
+        hub.create_repo("acme/sharded", files)
+        hub.hold(last, lambda: httpx.head(f"http://{oci_registry.host}/v2/{repo}/blobs/{layer}").status_code == 200)
+        run = run_pipeline(
+            {
+                "HUGGINGFACE_MODEL": "acme/sharded",
+                "OCI_IMAGE": f"{oci_registry.host}/{repo}:1",
+                "BASE_IMAGE": f"oci:{busybox_layout}",
+                "TLS_VERIFY": "false",
+            },
+            env={"HF_ENDPOINT": hub.endpoint},
+        )
+    finally:
+        hub.stop()
+    expect_statuses(run, compress_model=SKIPPED, register_model=SKIPPED)
+    assert hub.released[last], "the last shard went out on the time limit, not after the first layer arrived"
+    download, push = run.result.tasks[DOWNLOAD], run.result.tasks[BUILD_PUSH]
+    assert push.started < download.finished  # the two tasks ran at the same time
+    digest, pushed = image_files(oci_registry.host, repo, "1")
+    assert model_files_in(pushed) == files
+    record = run.run_json()
+    assert record["stages"][DOWNLOAD]["status"] == record["stages"][BUILD_PUSH]["status"] == "succeeded"
+    assert record["image"]["digest"] == digest and record["source"]["repo"] == "acme/sharded"

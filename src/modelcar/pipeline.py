@@ -163,6 +163,15 @@ def run_pipeline(params: Params, ui: UI, stages: tuple[str, ...] = STAGE_NAMES, 
 
 
 def _run_stage(name: str, context: StageContext) -> None:
+    if name != COMPRESS:
+        _run_recorded(name, context)
+        return
+    # A build-and-push waiting beside it (Tekton) sees it alive, then its end once recorded.
+    with StageBeat(context.workspace.root / COMPRESS_RECORD_NAME):
+        _run_recorded(name, context)
+
+
+def _run_recorded(name: str, context: StageContext) -> None:
     record = context.record
     module = importlib.import_module(f"{__package__}.stages.{STAGE_MODULES[name]}")
     context.ui.info(f"{name}: starting")
@@ -171,11 +180,7 @@ def _run_stage(name: str, context: StageContext) -> None:
     record.save()
     started = time.monotonic()
     try:
-        if name == COMPRESS:  # a build-and-push waiting for it (Tekton) sees it alive, or failed
-            with StageBeat(context.workspace.root / COMPRESS_RECORD_NAME):
-                module.run(context)
-        else:
-            module.run(context)
+        module.run(context)
     except BaseException as exc:
         seconds = round(time.monotonic() - started, 3)
         if isinstance(exc, KeyboardInterrupt):

@@ -88,6 +88,14 @@ class RunRecord:
                 found[result] = str(value)
         return found
 
+    def refresh(self) -> None:
+        """Takes in what other processes saved since this one last read or wrote run.json."""
+        with self._lock:
+            disk = _read_quietly(self.path)
+            if disk is not None:
+                _merge(self.data, self._base, disk)
+                self._base = _copy(disk)
+
     def save(self) -> None:
         with self._lock, _directory_lock(self.path.parent):
             self.data["modelcar"] = __version__

@@ -78,6 +78,54 @@ class UI:
             yield ProgressHandle(progress, progress.add_task(description, total=total))
 
 
+    @contextlib.contextmanager
+    def transfer_progress(self, total: int | None) -> Iterator[TransferHandle]:
+        """Two bars for a push that follows a download: bytes downloaded and bytes pushed, with one
+        ETA (the push's, which ends last); a silent stand-in when stderr is not a terminal or --quiet."""
+        if not self.show_progress:
+            yield TransferHandle(None, None, None)
+            return
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+            TransferSpeedColumn,
+        )
+
+        class OneEta(TimeRemainingColumn):
+            def render(self, task):  # type: ignore[no-untyped-def]
+                return super().render(task) if task.fields.get("eta", True) else ""
+
+        columns = (
+            TextColumn("{task.description}"),
+            BarColumn(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            OneEta(),
+        )
+        with Progress(*columns, console=self.console, transient=True) as progress:
+            down = progress.add_task("downloaded", total=total, eta=False)
+            up = progress.add_task("pushed    ", total=total)
+            yield TransferHandle(progress, down, up)
+
+
+class TransferHandle:
+    def __init__(self, progress: Progress | None, down: object, up: object) -> None:
+        self._progress, self._down, self._up = progress, down, up
+
+    def advance(self, amount: int) -> None:
+        """Bytes pushed."""
+        if self._progress is not None:
+            self._progress.advance(self._up, amount)  # type: ignore[arg-type]
+
+    def downloaded(self, completed: int) -> None:
+        """Bytes downloaded so far (all of them, not an increment)."""
+        if self._progress is not None:
+            self._progress.update(self._down, completed=completed)  # type: ignore[arg-type]
+
+
 class ProgressHandle:
     def __init__(self, progress: Progress | None, task: object) -> None:
         self._progress = progress

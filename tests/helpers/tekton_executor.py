@@ -10,8 +10,10 @@ fails loudly on anything else, so the pipeline cannot quietly rely on something 
   Tekton variable is an error, while shell command substitution like $(dirname ...) is left alone;
 - `when` expressions (in / notin, all must hold); a task whose `when` input refers to a result
   that is missing is skipped, as in Tekton;
-- runAfter and result references order the tasks; a failed task stops the run, and the tasks
-  not yet started are reported as not run;
+- runAfter and result references order the tasks, and only they: as in Tekton, every task whose
+  dependencies are done (succeeded or skipped) starts at once, beside the others running (in
+  declaration order, so `order` is deterministic); a failed task stops the run: running tasks
+  finish, the tasks not yet started are reported as not run;
 - workspaces are directories (optional ones may be unbound; subPath honoured); each TaskRun
   gets its own results directory, and declared results are read back after the steps;
 - stepTemplate merged into steps (env by name); env valueFrom secretKeyRef from fake secrets,
@@ -32,8 +34,10 @@ import os
 import re
 import subprocess
 import tempfile
+import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -80,6 +84,8 @@ class TaskRun:
     results: dict[str, str] = field(default_factory=dict)
     steps: list[StepRun] = field(default_factory=list)
     params: dict[str, str] = field(default_factory=dict)
+    started: float = 0.0  # time.monotonic() when its steps began / ended (0: none ran)
+    finished: float = 0.0
 
     @property
     def output(self) -> str:
@@ -160,16 +166,7 @@ class PipelineExecutor:
         finally_tasks = self.spec.get("finally", [])
         runs: dict[str, TaskRun] = {}
         order: list[str] = []
-        failed = False
-        for task in self._ordered(tasks):
-            if failed:
-                runs[task["name"]] = TaskRun(task["name"], NOT_RUN, "PipelineRunStopping")
-                continue
-            run = self._run_pipeline_task(task, values, bound, runs, context)
-            runs[task["name"]] = run
-            if run.status != SKIPPED:
-                order.append(task["name"])
-            failed = run.status == FAILED
+        failed = self._run_dag(self._ordered(tasks), values, bound, runs, order, context)
         for task in finally_tasks:
             run = self._run_pipeline_task(task, values, bound, runs, context)
             runs[task["name"]] = run
@@ -178,6 +175,77 @@ class PipelineExecutor:
             failed = failed or run.status == FAILED
         results = self._pipeline_results(values, runs)
         return PipelineRunResult(FAILED if failed else SUCCEEDED, runs, results, order)
+
+    def _run_dag(
+        self,
+        tasks: list[dict[str, Any]],
+        values: Mapping[str, str],
+        bound: Mapping[str, Path | None],
+        runs: dict[str, TaskRun],
+        order: list[str],
+        context: Mapping[str, str],
+    ) -> bool:
+        """Runs the tasks as Tekton's DAG does; True when one failed."""
+        pending = [t for t in tasks]
+        running: dict[str, Future[TaskRun]] = {}
+        failed = False
+        names = [t["name"] for t in tasks]
+        with ThreadPoolExecutor(max_workers=max(1, len(tasks)), thread_name_prefix="taskrun") as pool:
+            while pending or running:
+                if not failed:
+                    for task in list(pending):
+                        if self._dependencies(task) <= {n for n in runs if n not in running}:
+                            pending.remove(task)
+                            # when expressions and params are resolved now, with the results so far
+                            run = self._prepare_or_skip(task, values, runs, context)
+                            if run is not None:
+                                runs[task["name"]] = run
+                                continue
+                            order.append(task["name"])
+                            placeholder = TaskRun(task["name"], "Running")
+                            runs[task["name"]] = placeholder
+                            running[task["name"]] = pool.submit(
+                                self._run_pipeline_task, task, values, bound, runs, context
+                            )
+                if not running:
+                    if failed or not pending:
+                        break
+                    if not any(self._dependencies(t) <= set(runs) for t in pending):
+                        raise TektonError(f"no task can start among {[t['name'] for t in pending]}")
+                    continue
+                done, _ = wait(list(running.values()), return_when=FIRST_COMPLETED)
+                for name in [n for n, job in running.items() if job in done]:
+                    run = running.pop(name).result()
+                    runs[name] = run
+                    failed = failed or run.status == FAILED
+        for task in pending:
+            runs[task["name"]] = TaskRun(task["name"], NOT_RUN, "PipelineRunStopping")
+        for name in names:  # declaration order, as before
+            runs[name] = runs.pop(name)
+        return failed
+
+    def _prepare_or_skip(
+        self,
+        task: Mapping[str, Any],
+        values: Mapping[str, str],
+        runs: Mapping[str, TaskRun],
+        context: Mapping[str, str],
+    ) -> TaskRun | None:
+        """The TaskRun of a task its `when` expressions (or a missing result) skip, else None."""
+        variables = {f"params.{k}": v for k, v in values.items()} | dict(context)
+
+        def resolve(text: str) -> str:
+            return _substitute(text, variables, runs, f"task {task['name']}")
+
+        try:
+            for expression in task.get("when", []):
+                if not _when_holds(expression, resolve):
+                    return TaskRun(task["name"], SKIPPED, "WhenExpressionsSkip")
+            for p in task.get("params", []):
+                resolve(p["value"])
+        except MissingResult as exc:
+            return TaskRun(task["name"], SKIPPED, f"ResultsMissing: {exc}")
+        return None
 
     def _pipeline_params(self, given: Mapping[str, str]) -> dict[str, str]:
         declared = {p["name"]: p for p in self.spec.get("params", [])}
@@ -274,7 +342,10 @@ class PipelineExecutor:
             if path is not None:
                 path.mkdir(parents=True, exist_ok=True)
             workspaces[binding["name"]] = (path, binding["workspace"])
-        return self._run_task(name, task["taskSpec"], passed, workspaces, context)
+        started = time.monotonic()
+        run = self._run_task(name, task["taskSpec"], passed, workspaces, context)
+        run.started, run.finished = started, time.monotonic()
+        return run
 
     def _run_task(
         self,

@@ -17,13 +17,8 @@ def check_signing(params: Params, installed: bool = False) -> None:
     """
     if not params.signing:
         return
-    if getattr(params, "follow_download", False):
-        raise ParameterError(
-            "FOLLOW_DOWNLOAD",
-            "true",
-            "false when signing (SIGN_KEY, SIGN_KEYLESS): model.sig lists every file's digest before the "
-            "first layer goes, so build-and-push must start after download-model",
-        )
+    # FOLLOW_DOWNLOAD with signing is no overlap: model.sig lists every file's digest before the
+    # first layer goes, so build-and-push waits for the finished download (stages/follow.py).
     if params.sign_key is not None:
         if installed:
             keys.require_cryptography()

@@ -25,8 +25,8 @@ def run(context: StageContext) -> None:
     annotations = source_annotations(context.record.get("source"))
     model_dir = context.workspace.model_dir
     following = follow.start(context)  # a download still running, followed; None: model/ as it is
-    if following is not None:
-        annotations = source_annotations(following.source)
+    # The source as the download recorded it (it may have ended only while build-and-push waited).
+    annotations = source_annotations(following.source if following is not None else context.record.get("source"))
     known = recorded_digests(context.record.data, model_dir)
     signing = make_signer(params)  # keyless: its services are reached for here, before any work
     model_sig = None

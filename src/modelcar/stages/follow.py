@@ -9,7 +9,10 @@ marked, so that a later build-and-push of the now incomplete model/ is refused.
 from __future__ import annotations
 
 import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from .. import download_record
 from ..errors import ModelcarError
@@ -44,6 +47,7 @@ def start(context: StageContext) -> FollowDownload | None:
         FollowDownload(root).wait_done(threading.Event())
         if compressing:
             wait_finished(root / download_record.COMPRESS_RECORD_NAME, COMPRESS)
+        context.record.refresh()  # the source and files the other tasks recorded meanwhile
         return None
     delete = params.delete_after_push
     if delete:
@@ -63,3 +67,26 @@ def mark_deleted(root: Path) -> None:
 
 def clear_deleted(root: Path) -> None:
     (root / DELETED_MARK).unlink(missing_ok=True)
+
+
+def download_meter(root: Path, report: Callable[[int], None], every_s: float = 0.5) -> Callable[[dict[str, Any]], None]:
+    """For FollowDownload.on_record: reports the bytes downloaded so far (files complete, and the
+    parts of those still arriving in the Hub client's temporary files), at most every `every_s`."""
+    last = 0.0
+
+    def meter(record: dict[str, Any]) -> None:
+        nonlocal last
+        now = time.monotonic()
+        if now - last < every_s and record.get("state") != download_record.DONE:
+            return
+        last = now
+        done = sum(int(item.get("size") or 0) for item in record.get("complete") or [])
+        arriving = 0
+        for part in (root / "model.partial" / ".cache" / "huggingface" / "download").rglob("*.incomplete"):
+            try:
+                arriving += part.stat().st_size
+            except OSError:
+                continue
+        report(done + arriving)
+
+    return meter

@@ -211,3 +211,62 @@ def test_kill_9_then_rerun_gives_the_sequential_image(
         hub.stop()
     assert _digest(rerun.stdout) == _digest(sequential.stdout)
     pull_and_compare(f"docker://{image}", model_dir, tmp_path, "pulled")
+
+
+def test_delete_after_push_leaves_no_file_behind_and_refuses_a_repush(
+    hub: FastHub, oci_registry: Registry, model_dir: Path, busybox_layout: Path, tmp_path: Path
+) -> None:
+    image = f"{oci_registry.host}/overlap/delete:1"
+    base = f"oci:{busybox_layout}:latest"
+    env = _env(hub, tmp_path / "ws")
+    result = run_cli(*_run_args(image, base, "--delete-after-push"), env=env)
+    assert result.returncode == 0, result.output
+    left = [p for p in (tmp_path / "ws" / "model").rglob("*") if p.is_file()]
+    assert left == [], left
+    assert {f["path"] for f in json.loads(result.stdout)["files"]} == {
+        p.relative_to(model_dir).as_posix() for p in model_dir.rglob("*") if p.is_file()
+    }
+    pull_and_compare(f"docker://{image}", model_dir, tmp_path, "pulled")
+    again = run_cli("build-push", "--image", image, "--base-image", base, "--no-tls-verify", env=env)
+    assert again.returncode == 1 and "DELETE_AFTER_PUSH" in again.stderr and "download-model again" in again.stderr
+    refused = run_cli(*_run_args(image, base, "--delete-after-push", "--compress"), env=env)
+    assert refused.returncode == 2 and "DELETE_AFTER_PUSH" in refused.stderr
+
+
+def test_a_followed_download_that_vanishes_ends_build_push_in_bounded_time(
+    hub: FastHub, oci_registry: Registry, busybox_layout: Path, tmp_path: Path
+) -> None:
+    hub.hold(LAST, lambda: False)  # the download never finishes: its process is killed mid-way
+    ws = tmp_path / "ws"
+    env = _env(hub, ws, MODELCAR_DOWNLOAD_STALE_S="3")
+    assert run_cli("cleanup", env=env).returncode == 0
+    download = subprocess.Popen(
+        [str(MODELCAR), "download", "--model", REPO], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    push = subprocess.Popen(
+        [
+            str(MODELCAR),
+            "build-push",
+            "--follow-download",
+            "--image",
+            f"{oci_registry.host}/overlap/vanish:1",
+            "--base-image",
+            f"oci:{busybox_layout}:latest",
+            "--no-tls-verify",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        assert wait_for(lambda: _record_lists(ws, FIRST), 60)
+        os.kill(download.pid, signal.SIGKILL)
+        captured_output.append(download.communicate()[0].decode(errors="replace"))
+        _, err = push.communicate(timeout=60)
+    finally:
+        for proc in (download, push):
+            if proc.poll() is None:
+                proc.kill()
+    assert push.returncode == 1, err
+    assert b"download-model stopped without a word" in err
+    assert not _has_tag(oci_registry, "overlap/vanish", "1")

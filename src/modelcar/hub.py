@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TypeVar
 
 import httpx
-from huggingface_hub import HfApi, hf_hub_download, snapshot_download
+from huggingface_hub import HfApi, get_hf_file_metadata, hf_hub_download, hf_hub_url, snapshot_download
 from huggingface_hub import constants as hf_constants
 from huggingface_hub.errors import (
     EntryNotFoundError,
@@ -25,8 +25,10 @@ from huggingface_hub.errors import (
     RepositoryNotFoundError,
     RevisionNotFoundError,
 )
-from huggingface_hub.utils import disable_progress_bars, enable_progress_bars, filter_repo_objects
+from huggingface_hub.file_download import HfFileMetadata
+from huggingface_hub.utils import build_hf_headers, disable_progress_bars, enable_progress_bars, filter_repo_objects
 
+from . import hub_transfer
 from .errors import ModelcarError
 from .retry import RETRYABLE_STATUS, RetryPolicy
 
@@ -119,16 +121,23 @@ def download_files(
     target: Path,
     token: str | None,
     progress: bool,
-    on_file: Callable[[str, Path], None],
+    on_file: Callable[[str, Path, str | None], None],
     stop: threading.Event | None = None,
+    advance: Callable[[int], None] | None = None,
 ) -> None:
     """Downloads the named files of the resolved commit into target, each one appearing there
-    under its name only once complete (resuming what is there); `on_file(name, path)` after each.
+    under its name only once complete (resuming what is there); `on_file(name, path, sha256)`
+    after each (sha256 None: not computed on the way).
 
     Small files first, several at once; then the large ones one after the other, so that each is
     complete as early as it can be (a push that follows the download starts on the first).
+    The bodies come by hub_transfer (received into the file, hashed on the way) unless a proxy is
+    configured or MODELCAR_HUB_TRANSFER=client; then by huggingface_hub's own download.
+    `advance(n)`: bytes received, for a progress bar (ours only).
     """
-    (enable_progress_bars if progress else disable_progress_bars)()
+    own = hub_transfer.usable() and os.environ.get("MODELCAR_HUB_TRANSFER", "").lower() != "client"
+    (enable_progress_bars if progress and not own else disable_progress_bars)()
+    headers = build_hf_headers(token=token or False)
     small = [n for n in names if resolved.sizes.get(n, 0) < LARGE_FILE]
     large = [n for n in names if resolved.sizes.get(n, 0) >= LARGE_FILE]
 
@@ -146,8 +155,21 @@ def download_files(
                 endpoint=endpoint(),
             )
 
+        def metadata() -> HfFileMetadata:
+            url = hf_hub_url(resolved.repo_id, name, revision=resolved.sha, endpoint=endpoint())
+            return get_hf_file_metadata(url, token=token or False)
+
         try:
-            path = with_network_retries(fetch)
+            if not own:
+                on_file(name, Path(with_network_retries(fetch)), None)
+                return
+            meta = with_network_retries(metadata)
+            path = target / name
+            size = meta.size if meta.size is not None else resolved.sizes.get(name, 0)
+            if path.is_file() and path.stat().st_size == size:
+                on_file(name, path, None)  # complete from an earlier run
+                return
+            digest = hub_transfer.fetch(meta.location, headers, target, name, size, meta.etag, advance)
         except GatedRepoError:
             raise HubError(_gated_message(resolved.repo_id, token)) from None
         except (RepositoryNotFoundError, RevisionNotFoundError):
@@ -160,7 +182,7 @@ def download_files(
             raise HubError(_http_message(exc, resolved.repo_id, resolved.revision, token)) from None
         except (httpx.TransportError, LocalEntryNotFoundError) as exc:
             raise HubError(_network_message(exc)) from None
-        on_file(name, Path(path))
+        on_file(name, path, digest)
 
     with ThreadPoolExecutor(max_workers=SMALL_FILE_WORKERS, thread_name_prefix="modelcar-download") as pool:
         for job in [pool.submit(one, name) for name in small]:

@@ -77,7 +77,6 @@ class UI:
         with Progress(*columns, console=self.console, transient=True) as progress:
             yield ProgressHandle(progress, progress.add_task(description, total=total))
 
-
     @contextlib.contextmanager
     def transfer_progress(self, total: int | None) -> Iterator[TransferHandle]:
         """Two bars for a push that follows a download: bytes downloaded and bytes pushed, with one

@@ -9,6 +9,7 @@ to push each file while the next ones download.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -99,21 +100,27 @@ def _download(
     with ThreadPoolExecutor(max_workers=HASH_WORKERS, thread_name_prefix="modelcar-hash") as hashing:
         jobs: list[Future[None]] = []
 
-        def complete(name: str, path: Path) -> None:
-            if name in known:
+        def complete(name: str, path: Path, sha256: str | None) -> None:
+            if sha256 is not None:  # hashed as it arrived
+                recorder.complete(name, path, sha256)
+            elif name in known:
                 recorder.complete(name, path, str(known[name]["sha256"]))
             else:
                 jobs.append(hashing.submit(lambda: recorder.complete(name, path, sha256_file(path))))
 
-        hub.download_files(
-            resolved,
-            names,
-            partial,
-            token,
-            context.ui.show_progress and context.cancel is None,
-            complete,
-            context.cancel,
-        )
+        alone = context.cancel is None  # else build-and-push, beside it, shows both sides
+        bars = context.ui.byte_progress("download-model", needed) if alone else contextlib.nullcontext(None)
+        with bars as bar:
+            hub.download_files(
+                resolved,
+                names,
+                partial,
+                token,
+                context.ui.show_progress and alone,
+                complete,
+                context.cancel,
+                bar.advance if bar is not None else None,
+            )
         for job in jobs:
             job.result()
     shutil.rmtree(partial / ".cache", ignore_errors=True)

@@ -55,7 +55,7 @@ def run(context: StageContext) -> None:
             annotations,
             cache,
             progress=bar.advance,
-            base_check=FitnessCache(context.workspace.root / BASE_CHECK_NAME),
+            base_check=FitnessCache(default_cache_path()),
             known_digests=known,
         )
     image = image_record(result)

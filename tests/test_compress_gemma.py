@@ -84,7 +84,7 @@ def _smooth(model: Any, tokenizer: Any, mappings: Any) -> tuple[float, float]:
     oneshot(model=model, processor=tokenizer, recipe=[modifier], dataset=to_dataset(samples))
     with torch.no_grad():
         after = model(input_ids=probe).logits
-    moved = max(float((p - norms[n]).abs().max()) for n, p in model.named_parameters() if n in norms)
+    moved = max(float((p.detach() - norms[n]).abs().max()) for n, p in model.named_parameters() if n in norms)
     return float((after - before).norm() / before.norm()), moved
 
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import click
@@ -275,24 +276,19 @@ def main() -> None:
     """
 
 
-def _execute(options: dict[str, Any], stages: tuple[str, ...], explicit: bool) -> None:
-    quiet = options.pop("quiet")
-    json_output = options.pop("json_output")
-    ui = UI(quiet=quiet)
-    params = None
+@contextlib.contextmanager
+def exit_on_failure(ui: UI, on_error: Callable[[ModelcarError], None] | None = None) -> Iterator[None]:
+    """A failure as the exit status: a ModelcarError's own (1, or 2 for bad input), 130 for Ctrl-C,
+    1 for a bug, each with its message (MODELCAR_DEBUG=1 shows where). `on_error` runs after the
+    message, before the exit."""
     try:
-        params = load_params(options)
-        record = run_pipeline(params, ui, stages, explicit)
-        results = write_results(params.results_dir, record)
+        yield
     except ModelcarError as exc:
-        if params is not None and exc.record is not None:
-            # What was done stands (an image pushed, then its signing refused): IMAGE_DIGEST etc.
-            write_results(params.results_dir, exc.record)
         ui.error(str(exc))
         if os.environ.get("MODELCAR_DEBUG"):
             traceback.print_exception(exc)
-        if json_output and exc.record is not None:
-            click.echo(json.dumps(exc.record.data, indent=2))
+        if on_error is not None:
+            on_error(exc)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         ui.error("interrupted; run the same command again to continue")
@@ -302,6 +298,27 @@ def _execute(options: dict[str, Any], stages: tuple[str, ...], explicit: bool) -
         if os.environ.get("MODELCAR_DEBUG"):
             traceback.print_exc()
         sys.exit(1)
+
+
+def _execute(options: dict[str, Any], stages: tuple[str, ...], explicit: bool) -> None:
+    quiet = options.pop("quiet")
+    json_output = options.pop("json_output")
+    ui = UI(quiet=quiet)
+    params = None
+
+    def report(exc: ModelcarError) -> None:
+        if exc.record is None:
+            return
+        if params is not None:
+            # What was done stands (an image pushed, then its signing refused): IMAGE_DIGEST etc.
+            write_results(params.results_dir, exc.record)
+        if json_output:
+            click.echo(json.dumps(exc.record.data, indent=2))
+
+    with exit_on_failure(ui, report):
+        params = load_params(options)
+        record = run_pipeline(params, ui, stages, explicit)
+        results = write_results(params.results_dir, record)
     for name, value in results.items():
         ui.info(f"{name}={value}")
     if json_output:

@@ -8,16 +8,13 @@ from __future__ import annotations
 
 import json
 import os
-import sys
-import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
 
-from .cli import TLS_OPTIONS, _option, main
-from .errors import ModelcarError
+from .cli import TLS_OPTIONS, _option, exit_on_failure, main
 from .params import load_params
 from .ui import UI
 
@@ -50,21 +47,8 @@ def _client_options(options: dict[str, Any]) -> ClientOptions:
 
 
 def _run(ui: UI, work: Callable[[], None]) -> None:
-    try:
+    with exit_on_failure(ui):
         work()
-    except ModelcarError as exc:
-        ui.error(str(exc))
-        if os.environ.get("MODELCAR_DEBUG"):
-            traceback.print_exception(exc)
-        sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
-        ui.error("interrupted; run the same command again to continue")
-        sys.exit(130)
-    except Exception as exc:  # a bug: say so, and show where with MODELCAR_DEBUG=1
-        ui.error(f"internal error: {type(exc).__name__}: {exc}")
-        if os.environ.get("MODELCAR_DEBUG"):
-            traceback.print_exc()
-        sys.exit(1)
 
 
 @main.command("inspect")

@@ -1,4 +1,4 @@
-"""Reading a file that must hold a JSON object, with the caller's error for when it does not."""
+"""Reading a file (or bytes) that must hold a JSON object, with the caller's error for when it does not."""
 
 from __future__ import annotations
 
@@ -20,4 +20,15 @@ def read_object(path: Path, error: Callable[[str], Exception], what: str = "") -
         raise error(f"cannot read {name}: {exc}") from None
     if not isinstance(value, dict):
         raise error(f"{name} is not a JSON object")
+    return value
+
+
+def parse_object(data: bytes, error: Callable[[str], Exception], what: str) -> dict[str, Any]:
+    """The JSON object in `data` (`what` names it in messages); raises `error(message)` otherwise."""
+    try:
+        value = json.loads(data)
+    except ValueError:
+        raise error(f"{what} is not JSON") from None
+    if not isinstance(value, dict):
+        raise error(f"{what} is not a JSON object")
     return value

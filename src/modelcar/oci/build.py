@@ -14,7 +14,6 @@ A base or destination registry that cannot be reached at all is named by its par
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections.abc import Callable
@@ -25,6 +24,7 @@ from typing import Any
 
 from ..errors import ModelcarError
 from ..files import sha256_file
+from ..jsonfile import parse_object
 from ..readyfiles import CompleteDirectory, ReadyFiles
 from .base_check import Fitness, FitnessCache, Platform, check_in_background, scratch
 from .client import RegistryUnreachable
@@ -372,13 +372,7 @@ def _platform(origin: Store, descriptor: Descriptor | None, manifest: dict[str, 
 
 
 def _json(data: bytes, what: str) -> dict[str, Any]:
-    try:
-        value = json.loads(data)
-    except ValueError:
-        raise ImageError(f"{what} is not JSON") from None
-    if not isinstance(value, dict):
-        raise ImageError(f"{what} is not a JSON object")
-    return value
+    return parse_object(data, ImageError, what)
 
 
 def _write_manifests(

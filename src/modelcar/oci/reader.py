@@ -9,13 +9,13 @@ told from the base's by olot's annotations (`olot.layer.content.*`) or by their 
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any
 
 from ..errors import ModelcarError
+from ..jsonfile import parse_object
 from .client import RegistryError
 from .image import INDEX_TYPES, Descriptor, is_attestation
 from .layers import CONTENT_DIGEST, CONTENT_PATH, CONTENT_TYPE, DIRECTORY_LAYER, FILE_LAYER, ROOT, SIZE_ANNOTATION
@@ -308,10 +308,4 @@ def _model_layers(layers: list[Descriptor], config: dict[str, Any]) -> list[int]
 
 
 def _json(data: bytes, what: str) -> dict[str, Any]:
-    try:
-        value = json.loads(data)
-    except ValueError:
-        raise ImageReadError(f"{what} is not JSON") from None
-    if not isinstance(value, dict):
-        raise ImageReadError(f"{what} is not a JSON object")
-    return value
+    return parse_object(data, ImageReadError, what)

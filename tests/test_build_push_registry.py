@@ -306,6 +306,9 @@ def test_an_interrupt_stops_the_running_uploads(
     model = _slow_model(tmp_path, monkeypatch, failing=None)
     main = threading.main_thread().ident
     assert main == threading.get_ident()
+    # Ctrl-C as a terminal delivers it: a process started in the background by a shell without
+    # job control inherits SIGINT ignored, and Python then leaves it so.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     ctrl_c = threading.Timer(0.5, signal.pthread_kill, (main, signal.SIGINT))
     started = time.monotonic()
     ctrl_c.start()
@@ -314,6 +317,7 @@ def test_an_interrupt_stops_the_running_uploads(
             _build(model, f"{oci_registry.host}/it/interrupt:1")
     finally:
         ctrl_c.cancel()
+        signal.signal(signal.SIGINT, previous)
     assert time.monotonic() - started < 2.5
 
 

@@ -36,7 +36,14 @@ def _partial_started(ws: Path) -> bool:
 
 def _bytes_arriving(ws: Path) -> bool:
     cache = ws / "model.partial" / ".cache" / "huggingface" / "download"
-    return any(p.stat().st_size > 1024 * 1024 for p in cache.rglob("*.incomplete")) if cache.is_dir() else False
+    return any(_size(p) > 1024 * 1024 for p in cache.rglob("*.incomplete")) if cache.is_dir() else False
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:  # complete, and renamed, between the listing and the stat
+        return 0
 
 
 def _one_file_done(ws: Path) -> bool:

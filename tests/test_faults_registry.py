@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import json
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -159,12 +160,20 @@ def test_429_retry_after_is_honoured(
 def test_a_patch_answered_with_a_challenge_is_sent_again_with_credentials(
     oci_registry: Registry, busybox_layout: Path, model: Path, reference: str, tmp_path: Path
 ) -> None:
-    # As when a token expires mid-push: the first PATCH of two blobs is answered 401 with a Basic
-    # challenge; the client answers it from the auth file and sends the whole body again.
+    # As when a token expires mid-push: the first PATCH of each of two blobs is answered 401 with
+    # a Basic challenge; the client answers it from the auth file and sends the whole body again.
+    # Counted per upload, not per PATCH: one blob's resend may come before the other's first try.
+    challenged_uploads: set[str] = set()
+    lock = threading.Lock()
+
     def decide(request: ProxyRequest) -> Action | None:
-        if request.kind == "PATCH upload" and request.number <= 2:
-            return Reply(401, {"WWW-Authenticate": 'Basic realm="modelcar-test"'})
-        return None
+        if request.kind != "PATCH upload":
+            return None
+        with lock:
+            if request.path in challenged_uploads or len(challenged_uploads) >= 2:
+                return None
+            challenged_uploads.add(request.path)
+        return Reply(401, {"WWW-Authenticate": 'Basic realm="modelcar-test"'})
 
     with HttpFaultProxy(oci_registry.host, decide) as proxy:
         authfile = write_authfile(tmp_path / "auth.json", [proxy.host])

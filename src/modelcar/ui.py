@@ -58,23 +58,7 @@ class UI:
         if not self.show_progress:
             yield ProgressHandle(None, None)
             return
-        from rich.progress import (
-            BarColumn,
-            DownloadColumn,
-            Progress,
-            TextColumn,
-            TimeRemainingColumn,
-            TransferSpeedColumn,
-        )
-
-        columns = (
-            TextColumn("{task.description}"),
-            BarColumn(),
-            DownloadColumn(),
-            TransferSpeedColumn(),
-            TimeRemainingColumn(),
-        )
-        with Progress(*columns, console=self.console, transient=True) as progress:
+        with self._byte_bars() as progress:
             yield ProgressHandle(progress, progress.add_task(description, total=total))
 
     @contextlib.contextmanager
@@ -84,6 +68,14 @@ class UI:
         if not self.show_progress:
             yield TransferHandle(None, None, None)
             return
+        with self._byte_bars() as progress:
+            down = progress.add_task("downloaded", total=total, eta=False)
+            up = progress.add_task("pushed    ", total=total)
+            yield TransferHandle(progress, down, up)
+
+    def _byte_bars(self) -> Progress:
+        """rich bars counting bytes: description, bar, bytes, speed, and the time left (not shown
+        for a task added with eta=False)."""
         from rich.progress import (
             BarColumn,
             DownloadColumn,
@@ -93,7 +85,7 @@ class UI:
             TransferSpeedColumn,
         )
 
-        class OneEta(TimeRemainingColumn):
+        class OptionalEta(TimeRemainingColumn):
             def render(self, task):  # type: ignore[no-untyped-def]
                 return super().render(task) if task.fields.get("eta", True) else ""
 
@@ -102,12 +94,9 @@ class UI:
             BarColumn(),
             DownloadColumn(),
             TransferSpeedColumn(),
-            OneEta(),
+            OptionalEta(),
         )
-        with Progress(*columns, console=self.console, transient=True) as progress:
-            down = progress.add_task("downloaded", total=total, eta=False)
-            up = progress.add_task("pushed    ", total=total)
-            yield TransferHandle(progress, down, up)
+        return Progress(*columns, console=self.console, transient=True)
 
 
 class TransferHandle:

@@ -28,6 +28,7 @@ from .helpers.common import REPO_ROOT, run_cli, wait_for
 from .helpers.fault_proxy import HttpFaultProxy, ProxyRequest, Stall
 from .helpers.image_check import NEEDS_SKOPEO_UMOCI, assert_models_equal, build_push_args, unpack
 from .helpers.oci_registry import Registry, push_layout
+from .helpers.oci_schemas import validate_registry_image
 
 pytestmark = NEEDS_SKOPEO_UMOCI
 MIB = 1 << 20
@@ -193,6 +194,8 @@ def test_every_platform_of_an_index_base_gets_the_model(
     image = build_push(workspace, f"{oci_registry.host}/it/multi:1", f"oci:{index_layout}:multi")
     assert image["media_type"] == OCI_INDEX
     assert image["platforms"] == ["linux/amd64", "linux/arm64"]
+    # The index, both manifests and both configs.
+    assert validate_registry_image(oci_registry.url(""), "it/multi", image["digest"]) == 5
     for arch in ("amd64", "arm64"):
         rootfs = unpack(tmp_path, f"docker://{oci_registry.host}/it/multi:1", arch, "--override-arch", arch)
         assert_models_equal(rootfs, workspace / "model")

@@ -23,6 +23,7 @@ from .helpers.common import clean_env, run_cli
 from .helpers.fault_proxy import HttpFaultProxy, ProxyRequest, Reply
 from .helpers.image_check import NEEDS_SKOPEO_UMOCI, build_push_args
 from .helpers.oci_registry import Registry
+from .helpers.oci_schemas import validate_registry_image
 from .helpers.secrets import SIGN_KEY_PASSWORD
 
 MIB = 1 << 20
@@ -129,6 +130,9 @@ def test_build_push_signs_model_sig_and_the_image_and_model_signing_verifies_bot
     assert (results / "SIGNATURE_REF").read_text() == signature["ref"]
     assert (results / "SIGNATURE_DIGEST").read_text() == signature["digest"]
     assert (results / "MODEL_SIG_DIGEST").read_text() == signature["model_sig"]["digest"]
+    # The image and the signature's own manifest pass the OCI image-spec schemas.
+    assert validate_registry_image(oci_registry.url(""), "signing/model", image["digest"]) == 2
+    assert validate_registry_image(oci_registry.url(""), "signing/model", tag) == 2
 
     # /models/model.sig is in the image, with olot's annotations like every file.
     manifest = _manifest(oci_registry, "signing/model", image["digest"])

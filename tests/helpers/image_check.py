@@ -15,6 +15,7 @@ import pytest
 from modelcar.files import sha256_file
 
 from .common import MODELCAR, clean_env
+from .oci_schemas import validate_layout
 
 MIB = 1 << 20
 # The mark of test modules that read images back with skopeo and umoci (Debian packages).
@@ -130,7 +131,7 @@ def temp_files(layout: Path) -> list[Path]:
 
 def assert_layout_intact(layout: Path, tag: str | None = None, digest: str | None = None) -> None:
     """index.json is valid JSON, every blob is whole (its content hashes to its name), no temp file
-    is left; with `tag`, the tag points at `digest`."""
+    is left, and what index.json reaches passes the OCI schemas; with `tag`, the tag points at `digest`."""
     index = json.loads((layout / "index.json").read_text())
     assert index.get("schemaVersion") == 2 and isinstance(index.get("manifests"), list)
     assert json.loads((layout / "oci-layout").read_text())["imageLayoutVersion"] == "1.0.0"
@@ -141,6 +142,7 @@ def assert_layout_intact(layout: Path, tag: str | None = None, digest: str | Non
     for entry in index["manifests"]:
         assert (layout / "blobs" / "sha256" / entry["digest"].split(":", 1)[1]).is_file()
     assert temp_files(layout) == []
+    validate_layout(layout)
     if tag is not None:
         tagged = [
             m for m in index["manifests"] if m.get("annotations", {}).get("org.opencontainers.image.ref.name") == tag

@@ -91,9 +91,14 @@ def sign_files(
 
 def attach(store: Store, image_digest: str, bundle: bytes) -> str:
     """Puts the signature under the tag sha256-<hex>.sig beside the image; returns its digest."""
-    config = b"{}"
-    store.put_bytes(config)
     layer_digest = store.put_bytes(bundle)
+    # model-signing writes b"{}" under the image-config media type, which the OCI config schema
+    # refuses; its verifier reads only the layer. An empty image config over the one layer (as
+    # cosign's tag signatures carry) keeps the media type every registry takes and passes the schema.
+    config = canonical_json(
+        {"architecture": "", "os": "", "config": {}, "rootfs": {"type": "layers", "diff_ids": [layer_digest]}}
+    )
+    store.put_bytes(config)
     manifest = {
         "schemaVersion": 2,
         "mediaType": OCI_MANIFEST,

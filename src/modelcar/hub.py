@@ -30,7 +30,7 @@ from huggingface_hub.utils import build_hf_headers, disable_progress_bars, enabl
 
 from . import hub_transfer
 from .errors import ModelcarError
-from .retry import RETRYABLE_STATUS, RetryPolicy
+from .retry import RetryPolicy, call_with_retries, is_transient_error
 
 T = TypeVar("T")
 
@@ -192,21 +192,13 @@ def download_files(
 
 
 def with_network_retries(call: Callable[[], T], policy: RetryPolicy | None = None) -> T:
-    """Retries connection failures and 408/429/5xx answers with backoff and jitter."""
-    policy = policy or RetryPolicy.from_env()
-    for attempt in range(1, policy.attempts + 1):
-        try:
-            return call()
-        except (httpx.TransportError, LocalEntryNotFoundError):
-            if attempt == policy.attempts:
-                raise
-            policy.sleep(attempt)
-        except HfHubHTTPError as exc:
-            response = exc.response
-            if attempt == policy.attempts or response is None or response.status_code not in RETRYABLE_STATUS:
-                raise
-            policy.sleep(attempt, response.headers.get("Retry-After"))
-    raise AssertionError("unreachable")
+    """`call` under the one retry rule (retry.py); a Hub file not reached (LocalEntryNotFoundError,
+    huggingface_hub's word for a connection that failed) is transient too."""
+    return call_with_retries(
+        call,
+        policy or RetryPolicy.from_env(),
+        transient_error=lambda exc: isinstance(exc, LocalEntryNotFoundError) or is_transient_error(exc),
+    )
 
 
 def _repo_exists(api: HfApi, repo_id: str) -> bool:

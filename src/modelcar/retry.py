@@ -1,9 +1,11 @@
 """When and how long to wait before trying a network request again (registry, Hub, Model Registry).
 
-Exponential backoff with full jitter on connection errors, 408, 429 and 5xx; a server's
-Retry-After (seconds or an HTTP date) is honoured, within a cap so a confused server cannot stall
-a run. MODELCAR_HTTP_RETRIES (tries in all) and MODELCAR_HTTP_BACKOFF (first delay, seconds)
-tune it.
+One rule for what is transient, for every server modelcar talks to: connection errors and idle
+timeouts (not a failed TLS handshake, which fails the same way every time), and the answers 408,
+429 and 5xx other than 501 and 505 (which say the request will never work). `call_with_retries`
+is the one loop that acts on it: exponential backoff with full jitter, a server's Retry-After
+(seconds or an HTTP date) honoured within a cap so a confused server cannot stall a run.
+MODELCAR_HTTP_RETRIES (tries in all) and MODELCAR_HTTP_BACKOFF (first delay, seconds) tune it.
 """
 
 from __future__ import annotations
@@ -12,12 +14,14 @@ import os
 import random
 import ssl
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import httpx
 
-RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+T = TypeVar("T")
+NEVER_WORKS_STATUS = frozenset({501, 505})  # Not Implemented, HTTP Version Not Supported
 ATTEMPTS_ENV = "MODELCAR_HTTP_RETRIES"
 BACKOFF_ENV = "MODELCAR_HTTP_BACKOFF"
 
@@ -74,20 +78,86 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
-def is_retryable_error(exc: BaseException) -> bool:
-    """Connection refused, reset or cut, and idle timeouts: worth another try.
+def is_transient_status(status: int | None) -> bool:
+    """An answer worth another try: 408, 429, and 5xx but 501 and 505."""
+    if status is None:
+        return False
+    return status in (408, 429) or (500 <= status < 600 and status not in NEVER_WORKS_STATUS)
+
+
+def is_transient_error(exc: BaseException) -> bool:
+    """Connection refused, reset or cut, idle timeouts, and errors that carry a transient HTTP
+    status (`.status`, or an httpx `.response`): worth another try.
 
     A failed TLS handshake (a certificate not trusted, plain http on the port) is not: it fails
     the same way every time.
     """
-    if not isinstance(exc, httpx.TransportError) or isinstance(exc, httpx.UnsupportedProtocol):
-        return False
+    if isinstance(exc, httpx.TransportError):
+        return not isinstance(exc, httpx.UnsupportedProtocol) and tls_failure(exc) is None
+    response = getattr(exc, "response", None)
+    status = getattr(exc, "status", None) if response is None else getattr(response, "status_code", None)
+    return isinstance(status, int) and is_transient_status(status)
+
+
+def tls_failure(exc: BaseException) -> ssl.SSLError | None:
+    """The TLS error under `exc` (a certificate not trusted, no TLS on the port), if that is what
+    failed; None for a connection refused, a name that does not resolve, or a connection cut."""
     cause: BaseException | None = exc
     while cause is not None:
         if isinstance(cause, ssl.SSLError) and not isinstance(cause, ssl.SSLEOFError | ssl.SSLZeroReturnError):
-            return False
+            return cause
         cause = cause.__cause__ or cause.__context__
-    return True
+    return None
+
+
+def retry_after_of(outcome: object) -> str | None:
+    """The Retry-After a server gave with an answer or an error, if any."""
+    told = getattr(outcome, "retry_after", None)
+    if isinstance(told, str):
+        return told
+    response = outcome if isinstance(outcome, httpx.Response) else getattr(outcome, "response", None)
+    headers = getattr(response, "headers", None)
+    return headers.get("Retry-After") if headers is not None else None
+
+
+def call_with_retries(
+    send: Callable[[], T],
+    policy: RetryPolicy,
+    *,
+    transient_answer: Callable[[T], bool] = lambda _answer: False,
+    transient_error: Callable[[BaseException], bool] = is_transient_error,
+    before_retry: Callable[[int, float, Any], None] | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> T:
+    """Calls `send` until it gives an answer that is not transient, raises an error that is not,
+    or the policy's tries are used up; then returns that answer or raises that error.
+
+    Each wait is what the server's Retry-After says, where it gave one, else the backoff.
+    `before_retry(attempt, wait, outcome)` sees each transient outcome that is tried again (to log
+    it, or to close a response that is dropped); `attempt` counts from 1.
+    """
+    attempt = 1
+    while True:
+        try:
+            answer = send()
+        except Exception as exc:
+            if attempt >= policy.attempts or not transient_error(exc):
+                raise
+            outcome: Any = exc
+            wait = policy.delay(attempt, retry_after_of(exc))
+        else:
+            if attempt >= policy.attempts or not transient_answer(answer):
+                return answer
+            outcome = answer
+            wait = policy.delay(attempt, retry_after_of(answer))
+        if before_retry is not None:
+            before_retry(attempt, wait, outcome)
+        sleep(wait)
+        attempt += 1
+
+
+def transient_response(response: httpx.Response) -> bool:
+    return is_transient_status(response.status_code)
 
 
 def describe_error(exc: BaseException) -> str:

@@ -19,7 +19,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
-from ..retry import RETRYABLE_STATUS, RetryPolicy
+from ..retry import RetryPolicy, call_with_retries, tls_failure, transient_response
 from ..tls import ssl_context
 from .errors import (
     AuthRefused,
@@ -209,57 +209,57 @@ class ModelRegistryClient:
         content = None if body is None else json.dumps(body).encode()
         headers = {"Content-Type": "application/json"} if body is not None else None
         attempts = self._retry.attempts
-        for attempt in range(1, attempts + 1):
-            try:
-                # Only reads follow redirects: a POST or PATCH redirected with 301/302 would be
-                # replayed as a GET and its answer taken for the created entity.
-                response = self._http.request(
-                    method,
-                    url,
-                    params=params,
-                    content=content,
-                    headers=headers,
-                    follow_redirects=method == "GET",
-                )
-            except httpx.TransportError as exc:
-                if _is_tls_failure(exc):
-                    raise RegistryUnreachable(
-                        f"TLS verification failed for the Model Registry at {self.display_url}: "
-                        f"{self._scrub(str(exc))}; give the CA that signed its certificate with "
-                        "--ca-bundle / CA_BUNDLE, or use --no-tls-verify"
-                    ) from None
-                if attempt == attempts:
-                    raise RegistryUnreachable(
-                        f"cannot reach the Model Registry at {self.display_url}: "
-                        f"{_describe_transport_error(exc)} (tried {attempts} times); check "
-                        "MODEL_REGISTRY_URL and that the server is running and reachable"
-                    ) from None
-                delay = self._retry.backoff(attempt)
-                self._log(
-                    f"Model Registry: {_describe_transport_error(exc)}; retrying in {delay:.1f} s "
-                    f"(attempt {attempt + 1} of {attempts})"
-                )
-                self._sleep(delay)
-                continue
-            if response.status_code in RETRYABLE_STATUS and attempt < attempts:
-                delay = self._retry.delay(attempt, response.headers.get("Retry-After"))
-                self._log(
-                    f"Model Registry answered HTTP {response.status_code} to {method} "
-                    f"{urlsplit(url).path}; retrying in {delay:.1f} s (attempt {attempt + 1} of {attempts})"
-                )
-                response.close()
-                self._sleep(delay)
-                continue
-            if response.is_redirect:
-                target = without_userinfo(response.headers.get("Location", "?"))
-                raise RegistryApiError(
-                    f"the Model Registry at {self.display_url} redirected {method} {urlsplit(url).path} "
-                    f"(HTTP {response.status_code}) to {target}; set MODEL_REGISTRY_URL to the address it "
-                    "redirects to",
-                    response.status_code,
-                )
-            return response
-        raise AssertionError("unreachable")  # pragma: no cover
+        tries = 1
+
+        def send() -> httpx.Response:
+            # Only reads follow redirects: a POST or PATCH redirected with 301/302 would be
+            # replayed as a GET and its answer taken for the created entity.
+            return self._http.request(
+                method, url, params=params, content=content, headers=headers, follow_redirects=method == "GET"
+            )
+
+        def before_retry(attempt: int, delay: float, outcome: Any) -> None:
+            nonlocal tries
+            tries = attempt + 1
+            if isinstance(outcome, httpx.Response):
+                outcome.close()
+                what = f"answered HTTP {outcome.status_code} to {method} {urlsplit(url).path}"
+                self._log(f"Model Registry {what}; retrying in {delay:.1f} s (attempt {attempt + 1} of {attempts})")
+            else:
+                what = _describe_transport_error(outcome)
+                self._log(f"Model Registry: {what}; retrying in {delay:.1f} s (attempt {attempt + 1} of {attempts})")
+
+        try:
+            response = call_with_retries(
+                send, self._retry, transient_answer=transient_response, before_retry=before_retry, sleep=self._sleep
+            )
+        except httpx.TransportError as exc:
+            failure = tls_failure(exc)
+            if isinstance(failure, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY_FAILED" in str(exc):
+                raise RegistryUnreachable(
+                    f"TLS verification failed for the Model Registry at {self.display_url}: "
+                    f"{self._scrub(str(exc))}; give the CA that signed its certificate with "
+                    "--ca-bundle / CA_BUNDLE, or use --no-tls-verify"
+                ) from None
+            if failure is not None:
+                raise RegistryUnreachable(
+                    f"the Model Registry at {self.display_url} does not answer in TLS "
+                    f"({self._scrub(str(exc))}); for a server on plain http give MODEL_REGISTRY_URL as http://"
+                ) from None
+            raise RegistryUnreachable(
+                f"cannot reach the Model Registry at {self.display_url}: "
+                f"{_describe_transport_error(exc)} (tried {tries} times); check "
+                "MODEL_REGISTRY_URL and that the server is running and reachable"
+            ) from None
+        if response.is_redirect:
+            target = without_userinfo(response.headers.get("Location", "?"))
+            raise RegistryApiError(
+                f"the Model Registry at {self.display_url} redirected {method} {urlsplit(url).path} "
+                f"(HTTP {response.status_code}) to {target}; set MODEL_REGISTRY_URL to the address it "
+                "redirects to",
+                response.status_code,
+            )
+        return response
 
     def _raise_for_auth(self, response: httpx.Response) -> None:
         if response.status_code not in (401, 403):
@@ -325,15 +325,6 @@ def _server_message(response: httpx.Response) -> str:
         text = response.text if "json" in response.headers.get("content-type", "") else ""
     text = " ".join(text.split())
     return text[:300] + ("..." if len(text) > 300 else "")
-
-
-def _is_tls_failure(exc: httpx.TransportError) -> bool:
-    cause: BaseException | None = exc
-    while cause is not None:
-        if isinstance(cause, ssl.SSLCertVerificationError):
-            return True
-        cause = cause.__cause__ or cause.__context__
-    return "CERTIFICATE_VERIFY_FAILED" in str(exc)
 
 
 def _describe_transport_error(exc: httpx.TransportError) -> str:

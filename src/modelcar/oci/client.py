@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import ssl
 import threading
@@ -27,7 +28,7 @@ from typing import Any
 import httpx
 
 from ..errors import ModelcarError
-from ..retry import RETRYABLE_STATUS, RetryPolicy, describe_error, is_retryable_error
+from ..retry import RetryPolicy, call_with_retries, describe_error, is_transient_status, tls_failure
 from ..tls import ssl_context
 from .auth import Challenge, Credentials, auth_file_candidates, find_credentials, parse_challenge
 from .image import ACCEPT, media_type_of, sha256_digest
@@ -171,45 +172,39 @@ class RegistryClient:
         if challenge.params.get("service"):
             params.append(("service", challenge.params["service"]))
         params.extend(("scope", s) for s in sorted(scopes))
-        for attempt in range(self.retry.attempts):
-            try:
-                if creds is not None and creds.identity_token:
-                    form = dict(params[:1])
-                    form.update(
-                        grant_type="refresh_token",
-                        refresh_token=creds.identity_token,
-                        client_id=USER_AGENT,
-                        scope=" ".join(sorted(scopes)),
-                    )
-                    response = self._http.post(realm, data=form)
-                else:
-                    headers = {"Authorization": creds.basic_header()} if creds else {}
-                    response = self._http.get(realm, params=params, headers=headers)
-            except httpx.TransportError as exc:
-                # A failed TLS handshake fails the same way every time: not worth another try.
-                if attempt + 1 < self.retry.attempts and is_retryable_error(exc):
-                    self.retry.sleep(attempt + 1)
-                    continue
-                raise RegistryError(
-                    f"cannot reach the token server of {self.registry} ({self.show(realm)}): "
-                    f"{describe_error(exc)}{_tls_hint(exc)}"
-                ) from None
-            if response.status_code in RETRYABLE_STATUS and attempt + 1 < self.retry.attempts:
-                self.retry.sleep(attempt + 1, response.headers.get("Retry-After"))
-                continue
-            if response.status_code in (401, 403):
-                why = "the token server refused the credentials" if creds else "the token server wants credentials"
-                raise self._denied(response.status_code, why)
-            if response.status_code != 200:
-                raise RegistryError(
-                    f"the token server of {self.registry} answered HTTP {response.status_code}", response.status_code
+
+        def fetch() -> httpx.Response:
+            if creds is not None and creds.identity_token:
+                form = dict(params[:1])
+                form.update(
+                    grant_type="refresh_token",
+                    refresh_token=creds.identity_token,
+                    client_id=USER_AGENT,
+                    scope=" ".join(sorted(scopes)),
                 )
-            try:
-                doc = response.json()
-                return str(doc.get("token") or doc["access_token"])
-            except (ValueError, KeyError, TypeError):
-                raise RegistryError(f"the token server of {self.registry} sent no token") from None
-        raise RegistryError(f"the token server of {self.registry} kept failing")
+                return self._http.post(realm, data=form)
+            headers = {"Authorization": creds.basic_header()} if creds else {}
+            return self._http.get(realm, params=params, headers=headers)
+
+        try:
+            response = self._with_retries(fetch)
+        except httpx.TransportError as exc:
+            raise RegistryError(
+                f"cannot reach the token server of {self.registry} ({self.show(realm)}): "
+                f"{describe_error(exc)}{_tls_hint(exc)}"
+            ) from None
+        if response.status_code in (401, 403):
+            why = "the token server refused the credentials" if creds else "the token server wants credentials"
+            raise self._denied(response.status_code, why)
+        if response.status_code != 200:
+            raise RegistryError(
+                f"the token server of {self.registry} answered HTTP {response.status_code}", response.status_code
+            )
+        try:
+            doc = response.json()
+            return str(doc.get("token") or doc["access_token"])
+        except (ValueError, KeyError, TypeError):
+            raise RegistryError(f"the token server of {self.registry} sent no token") from None
 
     def _check_realm(self, realm: str) -> None:
         """Refuses a token server that is not https while TLS is verified: nothing is sent to it."""
@@ -282,18 +277,35 @@ class RegistryClient:
             except httpx.TransportError:
                 pass  # not TLS (or not up): plain http is allowed with --no-tls-verify
         scheme = "https" if self.tls_verify else "http"
-        for attempt in range(self.retry.attempts):
-            try:
-                self._http.get(f"{scheme}://{self.host}/v2/")
-                self.scheme = scheme
-                return
-            except httpx.TransportError as exc:
-                if attempt + 1 >= self.retry.attempts or not is_retryable_error(exc):
-                    hint = _tls_hint(exc) if self.tls_verify else ""
-                    raise RegistryUnreachable(
-                        f"cannot reach registry {self.registry}: {describe_error(exc)}{hint}", self.registry, bool(hint)
-                    ) from None
-                self.retry.sleep(attempt + 1)
+        try:
+            self._with_retries(lambda: self._http.get(f"{scheme}://{self.host}/v2/"), answers=False)
+        except httpx.TransportError as exc:
+            hint = _tls_hint(exc) if self.tls_verify else ""
+            raise RegistryUnreachable(
+                f"cannot reach registry {self.registry}: {describe_error(exc)}{hint}", self.registry, bool(hint)
+            ) from None
+        self.scheme = scheme
+
+    def _with_retries(
+        self,
+        send: Callable[[], httpx.Response],
+        *,
+        answers: bool = True,
+        ok: tuple[int, ...] = (200,),
+        stream: bool = False,
+        attempts: int | None = None,
+    ) -> httpx.Response:
+        """`send` under the retry policy: transport errors and, with `answers`, transient answers
+        that are not in `ok` are tried again (a dropped response is closed)."""
+        policy = self.retry if attempts is None else dataclasses.replace(self.retry, attempts=attempts)
+        return call_with_retries(
+            send,
+            policy,
+            transient_answer=lambda r: answers and r.status_code not in ok and is_transient_status(r.status_code),
+            before_retry=lambda _attempt, _wait, outcome: (
+                _close(outcome, stream) if isinstance(outcome, httpx.Response) else None
+            ),
+        )
 
     def request(
         self,
@@ -313,35 +325,28 @@ class RegistryClient:
         A streamed response must be closed by the caller.
         """
         url = self.url(path)
-        attempts = self.retry.attempts if retries else 1
         tried_auth = False
-        attempt = 0
-        while True:
-            try:
-                response = self._send(method, url, headers or {}, content, params, stream)
-            except httpx.TransportError as exc:
-                if is_retryable_error(exc) and attempt + 1 < attempts:
-                    self.retry.sleep(attempt + 1)
-                    attempt += 1
-                    continue
-                raise RegistryError(f"{method} {self.show(url)} failed: {describe_error(exc)}") from None
+
+        def send_once() -> httpx.Response:
+            nonlocal tried_auth
+            response = self._send(method, url, headers or {}, content, params, stream)
             if response.status_code == 401 and not tried_auth:
                 _close(response, stream)
                 self.authenticate(response)
                 tried_auth = True
-                continue
-            if response.status_code in ok:
-                return response
-            if response.status_code in RETRYABLE_STATUS and attempt + 1 < attempts:
-                retry_after = response.headers.get("Retry-After")
-                _close(response, stream)
-                self.retry.sleep(attempt + 1, retry_after)
-                attempt += 1
-                continue
-            if stream:
-                response.read()
-                response.close()
-            raise self.error_for(method, url, response)
+                response = self._send(method, url, headers or {}, content, params, stream)
+            return response
+
+        try:
+            response = self._with_retries(send_once, ok=ok, stream=stream, attempts=None if retries else 1)
+        except httpx.TransportError as exc:
+            raise RegistryError(f"{method} {self.show(url)} failed: {describe_error(exc)}") from None
+        if response.status_code in ok:
+            return response
+        if stream:
+            response.read()
+            response.close()
+        raise self.error_for(method, url, response)
 
     def _send(
         self,
@@ -482,14 +487,12 @@ def _describe_scopes(scopes: str) -> str:
 def _tls_hint(exc: BaseException) -> str:
     """What to do when https failed in the handshake; nothing for a name that does not resolve or a
     refused connection, where --no-tls-verify would not help."""
-    cause: BaseException | None = exc
-    while cause is not None:
-        if isinstance(cause, ssl.SSLCertVerificationError):
-            return "; its certificate is not trusted: pass --ca-bundle with the CA that signed it"
-        if isinstance(cause, ssl.SSLError) and not isinstance(cause, ssl.SSLEOFError | ssl.SSLZeroReturnError):
-            return "; it does not answer in TLS there: for a plain-http registry pass --no-tls-verify"
-        cause = cause.__cause__ or cause.__context__
-    return ""
+    failure = tls_failure(exc)
+    if failure is None:
+        return ""
+    if isinstance(failure, ssl.SSLCertVerificationError):
+        return "; its certificate is not trusted: pass --ca-bundle with the CA that signed it"
+    return "; it does not answer in TLS there: for a plain-http registry pass --no-tls-verify"
 
 
 def _same_origin(a: httpx.URL, b: httpx.URL) -> bool:

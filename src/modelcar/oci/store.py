@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 
 from ..errors import ModelcarError
-from ..retry import RetryPolicy, describe_error, is_retryable_error
+from ..retry import RetryPolicy, describe_error, is_transient_error
 from .client import RegistryClient, RegistryError
 from .image import Descriptor, media_type_of, sha256_digest
 from .layers import Part
@@ -79,7 +79,7 @@ class RemoteBlob:
                 return
             except httpx.TransportError as exc:
                 failures += 1
-                if failures >= self.client.retry.attempts or not is_retryable_error(exc):
+                if failures >= self.client.retry.attempts or not is_transient_error(exc):
                     raise RegistryError(
                         f"reading blob {self.digest} from {self.client.registry}/{self.repository} broke off "
                         f"at byte {position} of {self.size} ({describe_error(exc)}), {failures} times in a row; "

@@ -22,6 +22,7 @@ from typing import Any, Protocol, TypeVar
 
 import httpx
 
+from ..retry import is_transient_status
 from . import direct
 from .client import USER_AGENT, InsecureLocation, RegistryClient, RegistryError
 from .layers import Part
@@ -317,7 +318,7 @@ def _patch_direct(
 
 def _interrupted(exc: RegistryError) -> Exception:
     """A PATCH failure: transient ones resume the upload, the rest are final."""
-    if exc.status is None or exc.status >= 500 or exc.status in (408, 429):
+    if exc.status is None or is_transient_status(exc.status):
         return UploadInterrupted(str(exc), exc.retry_after)
     return exc
 

@@ -162,10 +162,12 @@ def test_tekton_lint_reports_no_problems() -> None:
 
 
 def test_tekton_lint_would_catch_an_undefined_param(tmp_path: Path) -> None:
+    # In a pipeline task's params: tekton-lint does not look into taskSpecs, whose params
+    # propagate (test_every_param_a_task_spec_uses_is_the_pipelines_or_its_own checks those).
     broken = tmp_path / "broken.yaml"
-    broken.write_text(PIPELINE_FILE.read_text().replace("$(params.SCHEME) }", "$(params.SCHEMEX) }", 1))
+    broken.write_text(PIPELINE_FILE.read_text().replace("$(params.TASK_IMAGE) }", "$(params.TASK_IMAGEX) }", 1))
     problems, _ = run_tekton_lint(str(broken))
-    assert any(p["level"] == "error" and "SCHEMEX" in p["message"] for p in problems), problems
+    assert any(p["level"] == "error" and "TASK_IMAGEX" in p["message"] for p in problems), problems
 
 
 # -- the pipeline's wiring -------------------------------------------------------------------
@@ -244,9 +246,10 @@ def test_the_tasks_are_the_stages_in_order_after_validate() -> None:
 
 def test_every_parameter_reaches_every_task_as_its_environment_variable() -> None:
     for name, task in tasks().items():
+        # The pipeline's params propagate into the taskSpec; only IMAGE, another param's value, is passed.
         passed = {p["name"]: p["value"] for p in task["params"]}
         image_param = "COMPRESS_IMAGE" if name == COMPRESS else "TASK_IMAGE"
-        assert passed == {p: f"$(params.{p})" for p in cli_params()} | {"IMAGE": f"$(params.{image_param})"}, name
+        assert passed == {"IMAGE": f"$(params.{image_param})"}, name
         spec = task["taskSpec"]
         assert {p["name"] for p in spec["params"]} == set(passed), name
         env = {e["name"]: e.get("value") for e in spec["stepTemplate"]["env"]}
@@ -257,6 +260,50 @@ def test_every_parameter_reaches_every_task_as_its_environment_variable() -> Non
             assert step["image"] == "$(params.IMAGE)", name
             step_env = {e["name"] for e in step.get("env", [])}
             assert not step_env & set(env), f"{name}: step env repeats the template's"
+
+
+PARAM_USE = re.compile(r"""\$\(params(?:\.([A-Za-z0-9_.-]+)|\[["']([^"']+)["']\])\)""")
+
+
+def params_used(node: Any) -> set[str]:
+    """The X of every $(params.X) (or $(params["X"])) in a part of a document."""
+    return {dotted or bracketed for dotted, bracketed in PARAM_USE.findall(json.dumps(node))}
+
+
+def unresolved_params(doc: dict[str, Any]) -> dict[str, set[str]]:
+    """Per task, the params its taskSpec uses (outside its param declarations) that are neither
+    the pipeline's (propagated into the taskSpec) nor declared by the taskSpec itself."""
+    pipeline_params = {p["name"] for p in doc["spec"]["params"]}
+    found: dict[str, set[str]] = {}
+    for task in doc["spec"]["tasks"] + doc["spec"].get("finally", []):
+        spec = task["taskSpec"]
+        declared = {p["name"] for p in spec.get("params", [])}
+        used = params_used({key: value for key, value in spec.items() if key != "params"})
+        if used - pipeline_params - declared:
+            found[task["name"]] = used - pipeline_params - declared
+    return found
+
+
+def test_every_param_a_task_spec_uses_is_the_pipelines_or_its_own() -> None:
+    assert unresolved_params(pipeline()) == {}
+    pipeline_params = set(pipeline_param_specs())
+    for name, task in tasks().items():
+        spec = task["taskSpec"]
+        declared = {p["name"] for p in spec["params"]}
+        passed = {p["name"] for p in task["params"]}
+        # A declaration under a pipeline param's name would hide nothing (the pipeline's value
+        # wins over its default) and, passed nothing and without a default, fail the run.
+        assert not declared & pipeline_params, name
+        assert passed == declared, name  # each declared param is given a value...
+        assert declared <= params_used({k: v for k, v in spec.items() if k != "params"}), name  # ...and used
+
+
+def test_the_param_check_catches_a_typo_in_a_task_spec() -> None:
+    broken = json.loads(json.dumps(pipeline()).replace("$(params.SCHEME)", "$(params.SCHEMEX)", 1))
+    assert unresolved_params(broken) == {VALIDATE: {"SCHEMEX"}}
+    broken = json.loads(json.dumps(pipeline()))
+    broken["spec"]["tasks"][1]["taskSpec"]["params"] = []  # IMAGE used, passed, but not declared
+    assert unresolved_params(broken) == {"cleanup-workspace": {"IMAGE"}}
 
 
 def test_parameters_reach_scripts_only_through_the_environment() -> None:

@@ -4,7 +4,17 @@ It does what the Tekton controller and entrypoint do for the features our pipeli
 fails loudly on anything else, so the pipeline cannot quietly rely on something untested:
 
 - parameters: pipeline params with defaults (string type), required ones checked; pipeline-task
-  params passed to inline taskSpec params (undeclared or missing ones are errors);
+  params passed to the inline taskSpec; and Tekton's propagation (TEP-0107; inside a Pipeline
+  since 0.62, tektoncd/pipeline#7930), in its two passes:
+  1. the PipelineRun: every `$(params.X)` in an embedded taskSpec whose X is a Pipeline param is
+     replaced by the Pipeline's value, or by the value the pipeline task passes under the same
+     name (the inner scope wins); a default the taskSpec declares for X does not count then
+     (the runtime value wins over a default);
+  2. the TaskRun: the remaining `$(params.X)` take the passed value (declared by the taskSpec
+     or not: extra params are allowed), else the taskSpec's default; a declared param with
+     neither is an error ("missing values"), as is a variable left over;
+  and the webhook's check of a Pipeline: a `$(params.X)` in a taskSpec's steps must be declared
+  by the taskSpec or by the Pipeline (a param passed but declared by neither does not count);
 - variable substitution: $(params.X), $(tasks.T.results.R), $(workspaces.W.path|bound|claim),
   $(results.R.path), $(context.pipelineRun|pipeline|taskRun|task.name|namespace|uid); an unknown
   Tekton variable is an error, while shell command substitution like $(dirname ...) is left alone;
@@ -140,6 +150,7 @@ class PipelineExecutor:
             raise TektonError("expected a tekton.dev/v1 Pipeline")
         self.pipeline = pipeline
         self.spec: dict[str, Any] = pipeline["spec"]
+        _check_param_usage(self.spec)
         self.images = {image: list(paths) for image, paths in images.items()}
         self.base_env = dict(base_env or {})
         self.secrets = {k: dict(v) for k, v in (secrets or {}).items()}
@@ -343,7 +354,8 @@ class PipelineExecutor:
                 path.mkdir(parents=True, exist_ok=True)
             workspaces[binding["name"]] = (path, binding["workspace"])
         started = time.monotonic()
-        run = self._run_task(name, task["taskSpec"], passed, workspaces, context)
+        spec = _propagate(task["taskSpec"], values, passed)
+        run = self._run_task(name, spec, passed, workspaces, context)
         run.started, run.finished = started, time.monotonic()
         return run
 
@@ -355,18 +367,7 @@ class PipelineExecutor:
         workspaces: Mapping[str, tuple[Path | None, str]],
         context: Mapping[str, str],
     ) -> TaskRun:
-        declared = {p["name"]: p for p in spec.get("params", [])}
-        extra = set(passed) - set(declared)
-        if extra:
-            raise TektonError(f"task {name}: params passed but not declared: {sorted(extra)}")
-        params: dict[str, str] = {}
-        for pname, pspec in declared.items():
-            if pname in passed:
-                params[pname] = passed[pname]
-            elif "default" in pspec:
-                params[pname] = pspec["default"]
-            else:
-                raise TektonError(f"task {name}: param {pname} has no value")
+        params = _taskrun_params(name, spec, passed)
         run_name = f"{context['context.pipelineRun.name']}-{name}"
         variables: dict[str, str] = {f"params.{k}": v for k, v in params.items()}
         variables |= {
@@ -486,6 +487,69 @@ class PipelineExecutor:
             except MissingResult:
                 continue  # Tekton does not emit a result whose task was skipped or did not write it
         return results
+
+
+def _param_names(text: str) -> set[str]:
+    """The X of every $(params.X) in text."""
+    keys = (_normalise(match.group(1)) for match in _VARIABLE.finditer(text))
+    return {key.removeprefix("params.") for key in keys if key.startswith("params.")}
+
+
+def _check_param_usage(spec: Mapping[str, Any]) -> None:
+    """The webhook's check of a Pipeline: each taskSpec's steps use only params that the taskSpec
+    or the Pipeline declares (pipeline_validation.go, validateUsageOfDeclaredPipelineTaskParameters).
+    Only `steps` are checked there; a stray variable elsewhere fails when the TaskRun is made."""
+    pipeline_params = {p["name"] for p in spec.get("params", [])}
+    for task in spec.get("tasks", []) + spec.get("finally", []):
+        task_spec = task.get("taskSpec")
+        if task_spec is None:
+            continue
+        declared = pipeline_params | {p["name"] for p in task_spec.get("params", [])}
+        unknown = _param_names(yaml.safe_dump(task_spec.get("steps", []))) - declared
+        if unknown:
+            raise TektonError(
+                f"task {task['name']}: steps use params declared neither by the taskSpec nor by the "
+                f"pipeline: {sorted(unknown)}"
+            )
+
+
+def _propagate(task_spec: Mapping[str, Any], values: Mapping[str, str], passed: Mapping[str, str]) -> dict[str, Any]:
+    """The PipelineRun's pass over an embedded taskSpec (resources.propagateParams): each Pipeline
+    param, or the value passed under its name, replaced everywhere but in the param declarations."""
+    scope = {name: passed.get(name, value) for name, value in values.items()}
+
+    def replace(match: re.Match[str]) -> str:
+        key = _normalise(match.group(1))
+        name = key.removeprefix("params.")
+        return scope[name] if key.startswith("params.") and name in scope else match.group(0)
+
+    def walk(node: Any) -> Any:
+        if isinstance(node, str):
+            return _VARIABLE.sub(replace, node)
+        if isinstance(node, list):
+            return [walk(item) for item in node]
+        if isinstance(node, dict):
+            return {key: walk(item) for key, item in node.items()}
+        return node
+
+    return {key: item if key == "params" else walk(item) for key, item in task_spec.items()}
+
+
+def _taskrun_params(task: str, spec: Mapping[str, Any], passed: Mapping[str, str]) -> dict[str, str]:
+    """A TaskRun's param values: every passed one (extra params are allowed), and the declared
+    defaults of the others; a declared param with neither is Tekton's "missing values" error."""
+    params = dict(passed)
+    missing = []
+    for pspec in spec.get("params", []):
+        if pspec["name"] in params:
+            continue
+        if "default" in pspec:
+            params[pspec["name"]] = pspec["default"]
+        else:
+            missing.append(pspec["name"])
+    if missing:
+        raise TektonError(f"task {task}: missing values for these params which have no default values: {missing}")
+    return params
 
 
 def _merge_step(template: Mapping[str, Any], step: Mapping[str, Any]) -> dict[str, Any]:

@@ -228,7 +228,7 @@ def test_a_token_that_expires_mid_upload_is_renewed(
     # middle of its body until every token issued so far has expired, as Harbor's 30-minute
     # tokens do during a big layer. The PATCH (authorized when it began) goes through; the PUT
     # that completes the upload then meets a 401 and must come with a new token. Over plain
-    # http the PATCH takes the direct path (sendfile, oci/direct.py).
+    # http the PATCH goes by the sendfile transport (oci/sendfile.py).
     with TokenServer(ca, users=USERS, grants=GRANTS, lifetime=2, tls=tls) as tokens:
         registry = tls_registry(tmp_path / "registry", ca, tokens, tls)
         try:

@@ -28,8 +28,16 @@ from typing import Any
 import httpx
 
 from ..errors import ModelcarError
-from ..retry import RetryPolicy, call_with_retries, describe_error, is_transient_status, tls_failure
+from ..retry import (
+    RetryPolicy,
+    call_with_retries,
+    describe_error,
+    is_transient_error,
+    is_transient_status,
+    tls_failure,
+)
 from ..tls import ssl_context
+from . import sendfile
 from .auth import Challenge, Credentials, auth_file_candidates, find_credentials, parse_challenge
 from .image import ACCEPT, media_type_of, sha256_digest
 
@@ -37,7 +45,7 @@ TIMEOUT = httpx.Timeout(connect=30.0, read=300.0, write=300.0, pool=None)
 MAX_REDIRECTS = 10
 USER_AGENT = "modelcar"
 
-Body = bytes | Callable[[], Iterable[bytes]] | None
+Body = bytes | Callable[[], Iterable[bytes] | httpx.SyncByteStream] | None
 
 
 class RegistryError(ModelcarError):
@@ -94,11 +102,14 @@ class RegistryClient:
         self._auth_scopes: frozenset[str] = frozenset()
         self._challenge: Challenge | None = None
         self._creds_cache: dict[str, Credentials | None] = {}
-        # PATCH bodies by sendfile on plain http (oci/direct.py): not with a test's mock transport,
-        # and no more once the registry has redirected one (httpx follows redirects).
-        self.direct_uploads = transport is None
         verify = ssl_context(tls_verify, ca_bundle)
         limits = httpx.Limits(max_connections=32, max_keepalive_connections=16)
+        # Model layers to a plain-http registry go by sendfile (sendfile.py), beneath this client's
+        # request path; with a proxy for http configured, httpx's proxy transport takes http:// instead.
+        mounts: dict[str, httpx.BaseTransport] = {}
+        if sendfile.usable(httpx.URL("http://registry")):
+            fallback = transport or httpx.HTTPTransport(verify=verify, limits=limits)
+            mounts["http://"] = sendfile.SendfileTransport(fallback)
         self._http = httpx.Client(
             verify=verify,
             timeout=TIMEOUT,
@@ -106,6 +117,7 @@ class RegistryClient:
             limits=limits,
             headers={"User-Agent": USER_AGENT},
             transport=transport,
+            mounts=mounts,
         )
 
     def close(self) -> None:
@@ -301,6 +313,8 @@ class RegistryClient:
         return call_with_retries(
             send,
             policy,
+            # Only the network's failures: an error raised here (a token server's refusal) is final.
+            transient_error=lambda exc: isinstance(exc, httpx.TransportError) and is_transient_error(exc),
             transient_answer=lambda r: answers and r.status_code not in ok and is_transient_status(r.status_code),
             before_retry=lambda _attempt, _wait, outcome: (
                 _close(outcome, stream) if isinstance(outcome, httpx.Response) else None
@@ -366,9 +380,12 @@ class RegistryClient:
             if auth:
                 sent["Authorization"] = auth
             body: Any = content() if callable(content) else content
-            request = self._http.build_request(
-                method, current, headers=sent, content=body, params=params if current == url else None
-            )
+            query = params if current == url else None
+            if isinstance(body, httpx.SyncByteStream):  # an UploadBody: the transport beneath picks how it goes
+                request = self._http.build_request(method, current, headers=sent, params=query)
+                request.stream = body
+            else:
+                request = self._http.build_request(method, current, headers=sent, content=body, params=query)
             response = self._http.send(request, stream=stream)
             if response.status_code in (301, 302, 303, 307, 308) and "Location" in response.headers:
                 _close(response, stream)

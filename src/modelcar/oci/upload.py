@@ -6,8 +6,9 @@ that offset and the gap re-hashed from the source, so the digest is the same as 
 When the registry has lost the upload session, the blob starts again. Registries that refuse a
 streamed PATCH (413, 416) get the chunked form: PATCH with Content-Range, chunk by chunk.
 
-A model layer's PATCH to a plain-http registry goes through direct.py (file bytes by sendfile);
-every other request, and every PATCH over TLS or through a proxy, goes through the httpx client.
+This module only decides what to send; every request goes through the client's one request path
+(client.py). A model layer's PATCH body is an UploadBody, which the transport beneath the client
+sends by sendfile on plain http (sendfile.py) and httpx sends otherwise.
 """
 
 from __future__ import annotations
@@ -23,9 +24,9 @@ from typing import Any, Protocol, TypeVar
 import httpx
 
 from ..retry import is_transient_status
-from . import direct
-from .client import USER_AGENT, InsecureLocation, RegistryClient, RegistryError
+from .client import InsecureLocation, RegistryClient, RegistryError
 from .layers import Part
+from .sendfile import UploadBody
 
 P = TypeVar("P", bytes, Part)
 CHECKPOINT = 64 << 20
@@ -253,17 +254,18 @@ def _patch(
     if chunked or offset:
         headers["Content-Range"] = f"{offset}-{offset + length - 1}"
     parts = getattr(source, "parts", None)
-    if parts is not None and client.direct_uploads and direct.usable(httpx.URL(location)):
-        response = _patch_direct(client, location, headers, parts, state, offset, length, advance)
-        if response is not None:
-            return _location(client, response)
 
-    def body() -> Iterator[bytes]:
-        state.rewind(offset)  # a body sent again (after a 401) is hashed once
-        for chunk in _limited(source.chunks(offset), length):
-            state.update(chunk)
-            advance(state.position)
-            yield chunk
+    def feed(chunk: bytes) -> None:
+        state.update(chunk)
+        advance(state.position)
+
+    def body() -> UploadBody:
+        return UploadBody(
+            chunks=lambda: _limited(source.chunks(offset), length),
+            parts=(lambda: _limited(parts(offset), length)) if parts is not None else None,
+            feed=feed,
+            start=lambda: state.rewind(offset),
+        )
 
     try:
         response = client.request("PATCH", location, headers=headers, content=body, ok=(202, 204), retries=False)
@@ -272,48 +274,6 @@ def _patch(
     except RegistryError as exc:
         raise _interrupted(exc) from None
     return _location(client, response)
-
-
-def _patch_direct(
-    client: RegistryClient,
-    location: str,
-    headers: dict[str, str],
-    parts: Callable[[int], Iterator[Part]],
-    state: _Hash,
-    offset: int,
-    length: int,
-    advance: Callable[[int], None],
-) -> httpx.Response | None:
-    """The PATCH through direct.send_patch; None when it was redirected (httpx follows those)."""
-    url = httpx.URL(location)
-
-    def feed(data: bytes) -> None:
-        state.update(data)
-        advance(state.position)
-
-    for attempt in range(2):  # a 401 once: answer the challenge, send again
-        state.rewind(offset)
-        sent = {"User-Agent": USER_AGENT, **headers}
-        auth = client.authorization_for(url)
-        if auth:
-            sent["Authorization"] = auth
-        try:
-            response = direct.send_patch(url, sent, _limited(parts(offset), length), feed)
-        except direct.SendFailed as exc:
-            raise UploadInterrupted(f"PATCH {client.show(location)} failed: {exc}") from None
-        if response.status_code in (202, 204):
-            return response
-        if response.is_redirect:
-            client.direct_uploads = False  # this registry redirects uploads: httpx from now on
-            return None
-        if response.status_code == 401 and attempt == 0:
-            try:
-                client.authenticate(response)
-            except RegistryError as exc:  # a token server that blips: resume, as on the httpx path
-                raise _interrupted(exc) from None
-            continue
-        raise _interrupted(client.error_for("PATCH", location, response))
-    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def _interrupted(exc: RegistryError) -> Exception:

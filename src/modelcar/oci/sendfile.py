@@ -1,13 +1,17 @@
-"""A blob PATCH to a plain-http registry with the file bytes handed to the kernel (sendfile).
+"""The sendfile transport: a blob PATCH to a plain-http registry with the file bytes handed to the
+kernel.
 
 Through httpx every byte of a layer is read into Python, copied again by httpcore's partial
 writes and once more into the socket. Here the bytes of a file range are read once, for the
 sha256 (`feed`), and the kernel sends them from the page cache: on a 2-core machine that is
 about a quarter of the client's CPU, which the registry needs for its own hashing.
 
-Only for http:// upload URLs with no proxy for http configured (the environment, or the system
-settings urllib reads, as httpx does): TLS, proxies and redirects stay with httpx (upload.py
-falls back to it when this returns a redirect).
+`SendfileTransport` is an httpx transport mounted for http:// beneath the registry client, so
+auth, redirects, retries and error mapping stay in the client's one request path. It takes only
+requests whose body is an `UploadBody` with file parts, and passes every other request to the
+transport beneath it. It is mounted only when no proxy for http is configured (the environment,
+or the system settings urllib reads, as httpx does); TLS goes through httpx. A registry that
+redirects one upload gets the rest through httpx too.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import http.client
 import os
 import socket
 import urllib.request
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 
 import httpx
 
@@ -28,7 +32,7 @@ ANSWER_TIMEOUT = 10.0  # for the answer of a registry that broke the connection 
 FLUSH_SIZE = 64 << 10
 
 
-class SendFailed(Exception):
+class SendFailed(httpx.NetworkError):
     """The connection broke (or timed out) before an answer came; the upload can resume."""
 
 
@@ -38,6 +42,51 @@ def usable(url: httpx.URL) -> bool:
         return False
     proxies = urllib.request.getproxies()
     return not (proxies.get("http") or proxies.get("all"))
+
+
+class UploadBody(httpx.SyncByteStream):
+    """A PATCH body that can go out as file ranges (`parts`) or as bytes (`chunks`, for httpx);
+    `feed` sees every byte, in order, either way. `start` runs before the first byte of each send
+    (a body sent again after a 401 or a redirect is hashed once)."""
+
+    def __init__(
+        self,
+        chunks: Callable[[], Iterator[bytes]],
+        feed: Callable[[bytes], None],
+        parts: Callable[[], Iterable[Part]] | None = None,
+        start: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.chunks, self.feed, self.parts, self.start = chunks, feed, parts, start
+
+    def __iter__(self) -> Iterator[bytes]:
+        self.start()
+        for chunk in self.chunks():
+            self.feed(chunk)
+            yield chunk
+
+
+class SendfileTransport(httpx.BaseTransport):
+    """Sends an UploadBody with parts by sendfile; everything else goes to `fallback`."""
+
+    def __init__(self, fallback: httpx.BaseTransport) -> None:
+        self.fallback = fallback
+        self.enabled = True
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        body = request.stream
+        if not (self.enabled and isinstance(body, UploadBody) and body.parts is not None and usable(request.url)):
+            return self.fallback.handle_request(request)
+        body.start()
+        try:
+            response = send_patch(request.url, dict(request.headers), body.parts(), body.feed)
+        except SendFailed as exc:
+            raise SendFailed(str(exc), request=request) from None
+        if response.is_redirect:
+            self.enabled = False  # this registry redirects uploads: httpx from now on
+        return response
+
+    def close(self) -> None:
+        self.fallback.close()
 
 
 def send_patch(
@@ -59,7 +108,8 @@ def send_patch(
             sock = connection.sock
             sock.settimeout(IDLE_TIMEOUT)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            connection.putrequest("PATCH", url.raw_path.decode("ascii"), skip_accept_encoding=True)
+            skip_host = any(name.lower() == "host" for name in headers)
+            connection.putrequest("PATCH", url.raw_path.decode("ascii"), skip_host=skip_host, skip_accept_encoding=True)
             for name, value in headers.items():
                 connection.putheader(name, value)
             connection.endheaders()

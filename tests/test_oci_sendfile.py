@@ -1,4 +1,4 @@
-"""The plain-http PATCH sender (sendfile), against a small socket server on loopback.
+"""The sendfile transport (plain-http PATCH bodies by sendfile), against a small socket server on loopback.
 
 The server reads the request the way a registry does and answers in the ways that matter: after
 the whole body, before reading the body (and then draining it), or by dropping the connection.
@@ -18,13 +18,13 @@ from pathlib import Path
 import httpx
 import pytest
 
-from modelcar.oci import direct
-from modelcar.oci import upload as upload_module
+from modelcar.oci import sendfile
 from modelcar.oci.client import RegistryClient, RegistryError
 from modelcar.oci.layers import LARGE_FILE, FileRange, ModelDirError, plan_layers, scan_model
 from modelcar.oci.upload import upload_blob
 
-from .test_oci_client import FAST, FakeRegistry
+from .helpers.fake_registry import FAST, FakeRegistry
+from .helpers.oci_registry import Registry
 
 Handler = Callable[[socket.socket, bytes, dict[str, str]], None]
 
@@ -103,7 +103,7 @@ def test_the_body_is_the_layer_byte_for_byte_and_feed_sees_it_in_order(layer, of
     fed = hashlib.sha256()
     length = layer.size - offset
     headers = {"Content-Length": str(length), "Authorization": "Bearer t0ken"}
-    response = direct.send_patch(server.url(), headers, layer.parts(offset), fed.update)
+    response = sendfile.send_patch(server.url(), headers, layer.parts(offset), fed.update)
     server.join()
     expected = b"".join(layer.chunks(offset))
     assert received["body"] == expected
@@ -123,7 +123,7 @@ def test_an_answer_sent_before_the_body_was_read_is_returned(layer) -> None:  # 
 
     server = OneShotServer(handler)
     headers = {"Content-Length": str(layer.size)}
-    response = direct.send_patch(server.url(), headers, layer.parts(0), lambda data: None)
+    response = sendfile.send_patch(server.url(), headers, layer.parts(0), lambda data: None)
     server.join()
     assert response.status_code == 401
     assert response.headers["WWW-Authenticate"].startswith("Bearer ")
@@ -135,16 +135,16 @@ def test_a_connection_dropped_mid_body_is_a_send_failure(layer) -> None:  # type
         conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # RST, no answer
 
     server = OneShotServer(handler)
-    with pytest.raises(direct.SendFailed, match=r"broke while sending|without an answer"):
-        direct.send_patch(server.url(), {"Content-Length": str(layer.size)}, layer.parts(0), lambda data: None)
+    with pytest.raises(sendfile.SendFailed, match=r"broke while sending|without an answer"):
+        sendfile.send_patch(server.url(), {"Content-Length": str(layer.size)}, layer.parts(0), lambda data: None)
     server.join()
 
 
 def test_nobody_listening_is_a_send_failure() -> None:
     with socket.create_server(("127.0.0.1", 0)) as unused:
         port = unused.getsockname()[1]
-    with pytest.raises(direct.SendFailed, match=f"cannot send to 127.0.0.1:{port}"):
-        direct.send_patch(httpx.URL(f"http://127.0.0.1:{port}/x"), {}, iter([b"abc"]), lambda data: None)
+    with pytest.raises(sendfile.SendFailed, match=f"cannot send to 127.0.0.1:{port}"):
+        sendfile.send_patch(httpx.URL(f"http://127.0.0.1:{port}/x"), {}, iter([b"abc"]), lambda data: None)
 
 
 def test_a_file_that_shrank_is_a_model_error_not_a_network_one(layer, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -154,7 +154,7 @@ def test_a_file_that_shrank_is_a_model_error_not_a_network_one(layer, tmp_path: 
     server = OneShotServer(handler)
     os.truncate(tmp_path / "model" / "weights.safetensors", 1000)
     with pytest.raises(ModelDirError, match="changed while it was being packaged"):
-        direct.send_patch(server.url(), {"Content-Length": str(layer.size)}, layer.parts(0), lambda data: None)
+        sendfile.send_patch(server.url(), {"Content-Length": str(layer.size)}, layer.parts(0), lambda data: None)
     server.join()
 
 
@@ -179,19 +179,19 @@ def test_parts_from_any_offset_are_the_chunks(layer) -> None:  # type: ignore[no
         ("http://127.0.0.1:5000/v2/x", {"HTTPS_PROXY": "http://proxy:3128"}, True),
     ],
 )
-def test_only_plain_http_without_a_proxy_goes_direct(
+def test_only_plain_http_without_a_proxy_goes_by_sendfile(
     url: str, env: dict[str, str], usable: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     for name in ("HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy", "HTTPS_PROXY", "https_proxy"):
         monkeypatch.delenv(name, raising=False)
     for name, value in env.items():
         monkeypatch.setenv(name, value)
-    assert direct.usable(httpx.URL(url)) is usable
+    assert sendfile.usable(httpx.URL(url)) is usable
 
 
 def test_a_registry_that_stops_reading_times_out_once(layer, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
     # No second wait for an answer after the idle timeout: a stalled registry costs one timeout.
-    monkeypatch.setattr(direct, "IDLE_TIMEOUT", 0.5)
+    monkeypatch.setattr(sendfile, "IDLE_TIMEOUT", 0.5)
     release = threading.Event()
 
     def handler(conn: socket.socket, rest: bytes, headers: dict[str, str]) -> None:
@@ -199,8 +199,8 @@ def test_a_registry_that_stops_reading_times_out_once(layer, monkeypatch: pytest
 
     server = OneShotServer(handler)
     started = time.monotonic()
-    with pytest.raises(direct.SendFailed, match="took no data"):
-        direct.send_patch(server.url(), {"Content-Length": str(layer.size)}, layer.parts(0), lambda data: None)
+    with pytest.raises(sendfile.SendFailed, match="took no data"):
+        sendfile.send_patch(server.url(), {"Content-Length": str(layer.size)}, layer.parts(0), lambda data: None)
     assert time.monotonic() - started < 3
     release.set()
     server.join()
@@ -223,7 +223,7 @@ def test_a_file_rewritten_between_hashing_and_sending_is_an_error(layer, tmp_pat
     rewritten: list[bool] = []
     server = OneShotServer(handler)
     with pytest.raises(ModelDirError, match="changed while it was being packaged"):
-        direct.send_patch(server.url(), {"Content-Length": str(layer.size)}, layer.parts(0), rewrite_once)
+        sendfile.send_patch(server.url(), {"Content-Length": str(layer.size)}, layer.parts(0), rewrite_once)
     server.join()
 
 
@@ -246,7 +246,6 @@ def test_a_redirected_patch_goes_through_httpx_and_the_next_ones_too(layer, monk
         return fake.handler(request)
 
     client = RegistryClient("reg.test", tls_verify=False, retry=FAST, transport=httpx.MockTransport(handler))
-    client.direct_uploads = True  # as with the real transport
     redirected: list[str] = []
 
     def send_patch(url: httpx.URL, headers: dict[str, str], parts, feed):  # type: ignore[no-untyped-def]
@@ -255,32 +254,68 @@ def test_a_redirected_patch_goes_through_httpx_and_the_next_ones_too(layer, monk
             feed(part if isinstance(part, bytes) else part.read())
         return httpx.Response(307, headers={"Location": str(url)}, request=httpx.Request("PATCH", url))
 
-    monkeypatch.setattr(direct, "send_patch", send_patch)
+    monkeypatch.setattr(sendfile, "send_patch", send_patch)
     expected = "sha256:" + hashlib.sha256(b"".join(layer.chunks())).hexdigest()
     assert upload_blob(client, "first", layer) == expected
     assert upload_blob(client, "second", layer) == expected
-    assert len(redirected) == 1 and not client.direct_uploads
+    assert len(redirected) == 1  # the first PATCH; its redirect and the second blob went through httpx
     assert fake.blobs[expected] == b"".join(layer.chunks())
 
 
-def test_a_token_server_that_fails_after_a_401_lets_the_upload_resume(layer, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
-    client = RegistryClient("reg.test", tls_verify=False, retry=FAST)
+def test_a_token_server_that_fails_after_a_401_lets_the_upload_resume(
+    layer,  # type: ignore[no-untyped-def]
+    oci_registry: Registry,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    client = RegistryClient(oci_registry.host, tls_verify=False, retry=FAST)
+    real_send_patch = sendfile.send_patch
+    challenges: list[str] = []
 
-    def challenged(url: httpx.URL, headers: dict[str, str], parts, feed):  # type: ignore[no-untyped-def]
+    def challenged_once(url: httpx.URL, headers: dict[str, str], parts, feed):  # type: ignore[no-untyped-def]
+        if challenges:
+            return real_send_patch(url, headers, parts, feed)
+        challenges.append(str(url))
         return httpx.Response(401, headers={"WWW-Authenticate": 'Bearer realm="http://127.0.0.1:9/token"'})
 
     def token_server_down(response: httpx.Response) -> None:
-        raise RegistryError("cannot reach the token server of reg.test: connection refused")
+        raise RegistryError("cannot reach the token server: connection refused")
 
-    monkeypatch.setattr(direct, "send_patch", challenged)
+    monkeypatch.setattr(sendfile, "send_patch", challenged_once)
     monkeypatch.setattr(client, "authenticate", token_server_down)
-    monkeypatch.setattr(client, "authorization_for", lambda url: None)
-    state = upload_module._Hash(layer)
+    expected = "sha256:" + hashlib.sha256(b"".join(layer.chunks())).hexdigest()
     try:
-        with pytest.raises(upload_module.UploadInterrupted, match="token server"):
-            upload_module._patch_direct(
-                client, "http://reg.test/v2/r/blobs/uploads/u", {}, layer.parts, state, 0, layer.size, lambda n: None
-            )
+        assert upload_blob(client, "sendfile/resume", layer) == expected
+        assert client.has_blob("sendfile/resume", expected)
     finally:
-        state.close()
         client.close()
+    assert len(challenges) == 1  # the 401's failed answer was a resume, not the end of the upload
+
+
+@pytest.mark.parametrize("proxied", [False, True], ids=["no-proxy", "http-proxy-configured"])
+def test_the_client_sends_model_layers_by_sendfile_unless_a_proxy_is_configured(
+    layer,  # type: ignore[no-untyped-def]
+    oci_registry: Registry,
+    monkeypatch: pytest.MonkeyPatch,
+    proxied: bool,
+) -> None:
+    for name in ("HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy", "NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    if proxied:  # a proxy for http, which this registry is exempt from: httpx goes to it directly
+        monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")
+        monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    real_send_patch = sendfile.send_patch
+    sent: list[str] = []
+
+    def counting(url: httpx.URL, headers: dict[str, str], parts, feed):  # type: ignore[no-untyped-def]
+        sent.append(str(url))
+        return real_send_patch(url, headers, parts, feed)
+
+    monkeypatch.setattr(sendfile, "send_patch", counting)
+    client = RegistryClient(oci_registry.host, tls_verify=False, retry=FAST)
+    expected = "sha256:" + hashlib.sha256(b"".join(layer.chunks())).hexdigest()
+    try:
+        assert upload_blob(client, f"sendfile/proxied-{str(proxied).lower()}", layer) == expected
+        assert client.has_blob(f"sendfile/proxied-{str(proxied).lower()}", expected)
+    finally:
+        client.close()
+    assert len(sent) == (0 if proxied else 1)

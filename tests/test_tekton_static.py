@@ -25,7 +25,7 @@ from typing import Any
 import jsonschema
 import pytest
 
-from modelcar.params import DEFAULT_BASE_IMAGE, ENV_NAMES, load_params
+from modelcar.params import DEFAULT_BASE_IMAGE, ENV_NAMES, PARAMS, load_params, shown_default
 from modelcar.record import RESULT_PATHS
 from modelcar.stages import COMPRESS, STAGE_NAMES
 
@@ -218,6 +218,19 @@ def test_defaults_mean_the_same_as_the_cli_defaults(tmp_path: Path) -> None:
     defaults = {name: specs[name]["default"] for name in cli_params() if name != "HUGGINGFACE_MODEL"}
     assert load_params({}, env | defaults) == load_params({}, env)
     assert specs["BASE_IMAGE"]["default"] == DEFAULT_BASE_IMAGE
+
+
+def test_an_empty_default_is_described_as_the_cli_default() -> None:
+    """Where the pipeline leaves a param empty, its description names the CLI's default (params.PARAMS)."""
+    fields = {env: field for field, env in ENV_NAMES.items()}
+    described = 0
+    for name, spec in pipeline_param_specs().items():
+        if spec.get("default") != "" or name not in fields or PARAMS[fields[name]].default in (None, ()):
+            continue  # no default to name: "not set"
+        end = " for gptq" if name == "BITS" else "."  # BITS: one default per scheme
+        assert f"Empty - {shown_default(fields[name])}{end}" in spec["description"], name
+        described += 1
+    assert described >= 4
 
 
 def test_image_parameters_default_to_the_images_built_in_the_cluster() -> None:

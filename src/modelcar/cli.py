@@ -14,7 +14,7 @@ import click
 
 from . import __version__
 from .errors import ModelcarError
-from .params import DEFAULT_BASE_IMAGE, ENV_NAMES, SCHEMES, load_params
+from .params import ENV_NAMES, SCHEMES, load_params, shown_default
 from .pipeline import plan, preflight, run_pipeline
 from .record import RunRecord
 from .results import write_results
@@ -26,9 +26,11 @@ Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
 
 
 def _option(*decls: str, field: str, help: str, **kwargs: Any) -> Decorator:
-    """An option whose value, when not given, comes from the parameter's environment variable."""
+    """An option whose value, when not given, comes from the parameter's environment variable;
+    `{default}` in the help is the parameter's default (params.PARAMS)."""
     env = ENV_NAMES[field]
-    return click.option(*decls, field, default=None, help=f"{help}  [env: {env}]", **kwargs)
+    shown = help.replace("{default}", shown_default(field))
+    return click.option(*decls, field, default=None, help=f"{shown}  [env: {env}]", **kwargs)
 
 
 def _flag(on: str, off: str, field: str, help: str) -> Decorator:
@@ -42,12 +44,12 @@ SOURCE_OPTIONS = [
         field="model",
         help="Hub repo id (org/name) or a local directory to package.",
     ),
-    _option("--revision", field="revision", help="Branch, tag or commit of the Hub repo (default main)."),
+    _option("--revision", field="revision", help="Branch, tag or commit of the Hub repo (default {default})."),
     _option(
         "--allow-patterns",
         field="allow_patterns",
         multiple=True,
-        help="Files to take, as globs; comma-separated or repeated (default *.safetensors,*.json,*.txt).",
+        help="Files to take, as globs; comma-separated or repeated (default {default}).",
     ),
 ]
 COMPRESS_OPTIONS = [
@@ -55,37 +57,37 @@ COMPRESS_OPTIONS = [
         "--compress",
         "--no-compress",
         "compress",
-        "Quantize with LLM Compressor before packaging (default off).",
+        "Quantize with LLM Compressor before packaging (default {default}).",
     ),
     _option(
         "--scheme",
         field="scheme",
-        help=f"Quantization scheme: {', '.join(SCHEMES)} (default gptq).",
+        help=f"Quantization scheme: {', '.join(SCHEMES)} (default {{default}}).",
     ),
     _option(
         "--bits",
         field="bits",
-        help="Weight bits: 4 or 8 for gptq; 8 for w8a8 and fp8-dynamic (default 4).",
+        help="Weight bits: 4 or 8 for gptq; 8 for w8a8 and fp8-dynamic (default {default}).",
     ),
     _option(
         "--group-size",
         field="group_size",
-        help="Weights per quantization group, or 'channel' (default 128).",
+        help="Weights per quantization group, or 'channel' (default {default}).",
     ),
     _option(
         "--dataset",
         field="dataset",
-        help="Calibration data: c4, a Hub dataset id, or a local .jsonl/.json/.txt/.parquet file (default c4).",
+        help="Calibration data: c4, a Hub dataset id, or a local .jsonl/.json/.txt/.parquet file (default {default}).",
     ),
     _option(
         "--sequence-length",
         field="sequence_length",
-        help="Calibration sequence length in tokens (default 2048).",
+        help="Calibration sequence length in tokens (default {default}).",
     ),
     _option(
         "--num-calibration-samples",
         field="num_calibration_samples",
-        help="How many calibration samples (default 512).",
+        help="How many calibration samples (default {default}).",
     ),
     _flag(
         "--evaluate",
@@ -103,7 +105,7 @@ COMPRESS_OPTIONS = [
         "--max-perplexity-ratio",
         field="max_perplexity_ratio",
         help="With --evaluate, compress-model fails (original kept) when perplexity after / before "
-        "exceeds this (default 1.5).",
+        "exceeds this (default {default}).",
     ),
 ]
 IMAGE_OPTIONS = [
@@ -117,7 +119,7 @@ IMAGE_OPTIONS = [
     _option(
         "--base-image",
         field="base_image",
-        help=f"Image to put the model on, any reference, oci:DIR[:TAG] or 'scratch' (default {DEFAULT_BASE_IMAGE}).",
+        help="Image to put the model on, any reference, oci:DIR[:TAG] or 'scratch' (default {default}).",
     ),
     _option(
         "--authfile",
@@ -163,7 +165,7 @@ REGISTER_OPTIONS = [
         field="model_name",
         help="Registered model name (default: last part of the Hub id).",
     ),
-    _option("--model-version", field="model_version", help="Model version name (default 1.0.0)."),
+    _option("--model-version", field="model_version", help="Model version name (default {default})."),
     _option(
         "--registry-url",
         field="registry_url",
@@ -224,7 +226,7 @@ COMMON_OPTIONS = [
         "--workspace",
         "-w",
         field="workspace",
-        help="Working directory (default ./modelcar-workspace).",
+        help="Working directory (default {default}).",
     ),
     _option(
         "--results-dir",

@@ -29,11 +29,6 @@ from .oci.reference import (
 )
 from .stages import STAGE_NAMES
 
-DEFAULT_ALLOW_PATTERNS = ("*.safetensors", "*.json", "*.txt")
-DEFAULT_BASE_IMAGE = (
-    "registry.access.redhat.com/ubi9-micro@sha256:414cfa255ea10eaef4528a26d5618eb67cf487b635ee20f8f14b9317bfd6a4be"
-)
-DEFAULT_WORKSPACE = "./modelcar-workspace"
 SERVICE_ACCOUNT_TOKEN = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
 
 # Compression schemes and the parameters each one takes.
@@ -42,49 +37,83 @@ SCHEME_BITS = {"gptq": (4, 8), "w8a8": (8,), "fp8-dynamic": (8,)}
 SCHEME_DEFAULT_BITS = {"gptq": 4, "w8a8": 8, "fp8-dynamic": 8}
 SCHEMES_WITH_GROUP_SIZE = ("gptq",)
 SCHEMES_WITH_CALIBRATION = ("gptq", "w8a8")
-DEFAULT_GROUP_SIZE = 128
 MIN_GROUP_SIZE, MAX_GROUP_SIZE = 16, 1024
 PER_CHANNEL = "channel"
-# The quality gate of --evaluate: compress-model fails when perplexity after / before exceeds it.
-DEFAULT_MAX_PERPLEXITY_RATIO = 1.5
 
-# The environment variable (= Tekton parameter) of each field, for lookups and error messages.
-ENV_NAMES: dict[str, str] = {
-    "model": "HUGGINGFACE_MODEL",
-    "revision": "HUGGINGFACE_REVISION",
-    "allow_patterns": "HUGGINGFACE_ALLOW_PATTERNS",
-    "image": "OCI_IMAGE",
-    "base_image": "BASE_IMAGE",
-    "compress": "COMPRESS_MODEL",
-    "scheme": "SCHEME",
-    "bits": "BITS",
-    "group_size": "GROUP_SIZE",
-    "dataset": "DATASET",
-    "sequence_length": "SEQUENCE_LENGTH",
-    "num_calibration_samples": "NUM_CALIBRATION_SAMPLES",
-    "evaluate": "EVALUATE",
-    "evaluate_dataset": "EVALUATE_DATASET",
-    "max_perplexity_ratio": "MAX_PERPLEXITY_RATIO",
-    "model_name": "MODEL_NAME",
-    "model_version": "MODEL_VERSION",
-    "registry_url": "MODEL_REGISTRY_URL",
-    "registry_api": "MODEL_REGISTRY_API",
-    "registry_token_path": "MODEL_REGISTRY_TOKEN_PATH",
-    "overwrite": "OVERWRITE",
-    "skip": "SKIP_TASKS",
-    "overlap": "OVERLAP_DOWNLOAD_PUSH",
-    "follow_download": "FOLLOW_DOWNLOAD",
-    "delete_after_push": "DELETE_AFTER_PUSH",
-    "workspace": "MODELCAR_WORKSPACE",
-    "authfile": "REGISTRY_AUTH_FILE",
-    "tls_verify": "TLS_VERIFY",
-    "ca_bundle": "CA_BUNDLE",
-    "results_dir": "RESULTS_DIR",
-    "sign_key": "SIGN_KEY",
-    "sign_keyless": "SIGN_KEYLESS",
-    "sigstore_trust_config": "SIGSTORE_TRUST_CONFIG",
-    "sigstore_identity_token_path": "SIGSTORE_IDENTITY_TOKEN_PATH",
+
+@dataclasses.dataclass(frozen=True)
+class Param:
+    """A parameter's environment variable (= its Tekton param) and its default when unset."""
+
+    env: str
+    default: Any = None
+
+
+# Every parameter by its Params field: the one place its environment variable and its default
+# are written. A default of None is "not set", or worked out from other values where noted.
+PARAMS: dict[str, Param] = {
+    "model": Param("HUGGINGFACE_MODEL"),  # required by the stages that read the model
+    "revision": Param("HUGGINGFACE_REVISION", "main"),
+    "allow_patterns": Param("HUGGINGFACE_ALLOW_PATTERNS", ("*.safetensors", "*.json", "*.txt")),
+    "image": Param("OCI_IMAGE"),  # oci:<workspace>/image:latest
+    "base_image": Param(
+        "BASE_IMAGE",
+        "registry.access.redhat.com/ubi9-micro@sha256:414cfa255ea10eaef4528a26d5618eb67cf487b635ee20f8f14b9317bfd6a4be",
+    ),
+    "compress": Param("COMPRESS_MODEL", False),
+    "scheme": Param("SCHEME", "gptq"),
+    "bits": Param("BITS"),  # the scheme's, SCHEME_DEFAULT_BITS
+    "group_size": Param("GROUP_SIZE", 128),  # schemes without groups: None, per output channel
+    "dataset": Param("DATASET", "c4"),
+    "sequence_length": Param("SEQUENCE_LENGTH", 2048),
+    "num_calibration_samples": Param("NUM_CALIBRATION_SAMPLES", 512),
+    "evaluate": Param("EVALUATE", False),
+    "evaluate_dataset": Param("EVALUATE_DATASET"),  # held-out samples of DATASET
+    # The quality gate of --evaluate: compress-model fails when perplexity after / before exceeds it.
+    "max_perplexity_ratio": Param("MAX_PERPLEXITY_RATIO", 1.5),
+    "model_name": Param("MODEL_NAME"),  # the model's last path part
+    "model_version": Param("MODEL_VERSION", "1.0.0"),
+    "registry_url": Param("MODEL_REGISTRY_URL"),
+    "registry_api": Param("MODEL_REGISTRY_API"),  # v1, falling back to v1alpha3
+    "registry_token_path": Param("MODEL_REGISTRY_TOKEN_PATH"),
+    "overwrite": Param("OVERWRITE", False),
+    "skip": Param("SKIP_TASKS", ()),
+    "overlap": Param("OVERLAP_DOWNLOAD_PUSH", True),
+    "follow_download": Param("FOLLOW_DOWNLOAD", False),
+    "delete_after_push": Param("DELETE_AFTER_PUSH", False),
+    "workspace": Param("MODELCAR_WORKSPACE", "./modelcar-workspace"),
+    "authfile": Param("REGISTRY_AUTH_FILE"),
+    "tls_verify": Param("TLS_VERIFY", True),
+    "ca_bundle": Param("CA_BUNDLE"),
+    "results_dir": Param("RESULTS_DIR"),
+    "sign_key": Param("SIGN_KEY"),
+    "sign_keyless": Param("SIGN_KEYLESS", False),
+    "sigstore_trust_config": Param("SIGSTORE_TRUST_CONFIG"),
+    "sigstore_identity_token_path": Param("SIGSTORE_IDENTITY_TOKEN_PATH"),
 }
+# The environment variable (= Tekton parameter) of each field, for lookups and error messages.
+ENV_NAMES: dict[str, str] = {field: param.env for field, param in PARAMS.items()}
+DEFAULT_ALLOW_PATTERNS: tuple[str, ...] = PARAMS["allow_patterns"].default
+DEFAULT_BASE_IMAGE: str = PARAMS["base_image"].default
+DEFAULT_MAX_PERPLEXITY_RATIO: float = PARAMS["max_perplexity_ratio"].default
+
+
+def shown_default(field: str) -> str:
+    """A parameter's default as the help texts show it."""
+    if field == "bits":
+        return str(SCHEME_DEFAULT_BITS[PARAMS["scheme"].default])
+    default = PARAMS[field].default
+    if isinstance(default, bool):
+        return "on" if default else "off"
+    if isinstance(default, tuple):
+        return ",".join(default)
+    return str(default)
+
+
+def _default(field: str) -> Any:
+    return PARAMS[field].default
+
+
 SECRET_ENV_NAMES = ("HUGGINGFACE_TOKEN", "HF_TOKEN", "MODEL_REGISTRY_TOKEN", "SIGN_KEY_PASSWORD")
 
 _HUB_ID = re.compile(r"^(?:[A-Za-z0-9][\w.-]{0,95}/)?[A-Za-z0-9][\w.-]{0,95}$")
@@ -119,45 +148,46 @@ class Secret:
 # pydantic's import and schema build were a quarter of a second of every command's start-up.
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Params:
-    """Every parameter of the pipeline, validated and normalised; built by load_params only."""
+    """Every parameter of the pipeline, validated and normalised; built by load_params only (the
+    defaults are PARAMS')."""
 
-    model: str | None = None
-    model_is_local: bool = False
-    revision: str = "main"
-    allow_patterns: tuple[str, ...] = DEFAULT_ALLOW_PATTERNS
-    hf_token: Secret | None = None
+    model: str | None
+    model_is_local: bool
+    revision: str
+    allow_patterns: tuple[str, ...]
+    hf_token: Secret | None
     image: str
-    base_image: str = DEFAULT_BASE_IMAGE
-    compress: bool = False
-    scheme: str = "gptq"  # one of SCHEMES
-    bits: int = 4
-    group_size: int | None = DEFAULT_GROUP_SIZE  # None: one scale per output channel
-    dataset: str = "c4"
-    sequence_length: int = 2048
-    num_calibration_samples: int = 512
-    evaluate: bool = False
-    evaluate_dataset: str | None = None  # None: held-out samples of DATASET
-    max_perplexity_ratio: float = DEFAULT_MAX_PERPLEXITY_RATIO
-    model_name: str | None = None
-    model_version: str = "1.0.0"
-    registry_url: str | None = None
-    registry_api: str | None = None  # "v1" | "v1alpha3"
-    registry_token: Secret | None = None
-    overwrite: bool = False
-    skip: tuple[str, ...] = ()
-    overlap: bool = True  # modelcar run without compression: push each file while the next ones download
-    follow_download: bool = False  # build-and-push follows a download still running (download.progress)
-    delete_after_push: bool = False  # with overlap or follow: each file deleted once its layer is pushed
+    base_image: str
+    compress: bool
+    scheme: str  # one of SCHEMES
+    bits: int
+    group_size: int | None  # None: one scale per output channel
+    dataset: str
+    sequence_length: int
+    num_calibration_samples: int
+    evaluate: bool
+    evaluate_dataset: str | None  # None: held-out samples of DATASET
+    max_perplexity_ratio: float
+    model_name: str | None
+    model_version: str
+    registry_url: str | None
+    registry_api: str | None  # "v1" | "v1alpha3"
+    registry_token: Secret | None
+    overwrite: bool
+    skip: tuple[str, ...]
+    overlap: bool  # modelcar run without compression: push each file while the next ones download
+    follow_download: bool  # build-and-push follows a download still running (download.progress)
+    delete_after_push: bool  # with overlap or follow: each file deleted once its layer is pushed
     workspace: Path
-    authfile: Path | None = None
-    tls_verify: bool = True
-    ca_bundle: Path | None = None
-    results_dir: Path | None = None
-    sign_key: Path | None = None  # a PEM EC private key: model.sig and the image signature
-    sign_key_password: Secret | None = None  # SIGN_KEY_PASSWORD, for an encrypted SIGN_KEY
-    sign_keyless: bool = False  # Sigstore keyless signing (Fulcio certificate, Rekor entry)
-    sigstore_trust_config: Path | None = None  # a Sigstore ClientTrustConfig JSON (e.g. Trusted Artifact Signer)
-    sigstore_identity_token_path: Path | None = None  # the OIDC token; default the pod's service account
+    authfile: Path | None
+    tls_verify: bool
+    ca_bundle: Path | None
+    results_dir: Path | None
+    sign_key: Path | None  # a PEM EC private key: model.sig and the image signature
+    sign_key_password: Secret | None  # SIGN_KEY_PASSWORD, for an encrypted SIGN_KEY
+    sign_keyless: bool  # Sigstore keyless signing (Fulcio certificate, Rekor entry)
+    sigstore_trust_config: Path | None  # a Sigstore ClientTrustConfig JSON (e.g. Trusted Artifact Signer)
+    sigstore_identity_token_path: Path | None  # the OIDC token; default the pod's service account
 
     @property
     def signing(self) -> bool:
@@ -217,29 +247,29 @@ def load_params(cli: Mapping[str, Any], environ: Mapping[str, str] | None = None
         "hf_token": _secret(env, "HUGGINGFACE_TOKEN", "HF_TOKEN"),
         "image": _image(raw, workspace),
         "base_image": _base_image(raw),
-        "compress": _bool(raw, "compress", False),
+        "compress": _bool(raw, "compress"),
         "scheme": scheme,
         "bits": _bits(raw, scheme),
         "group_size": _group_size(raw, scheme),
-        "dataset": _calibration_param(raw, scheme, "dataset", _dataset, "c4"),
-        "sequence_length": _calibration_param(raw, scheme, "sequence_length", _positive, 2048),
-        "num_calibration_samples": _calibration_param(raw, scheme, "num_calibration_samples", _positive, 512),
-        "evaluate": _bool(raw, "evaluate", False),
+        "dataset": _calibration_param(raw, scheme, "dataset", _dataset),
+        "sequence_length": _calibration_param(raw, scheme, "sequence_length", _positive),
+        "num_calibration_samples": _calibration_param(raw, scheme, "num_calibration_samples", _positive),
+        "evaluate": _bool(raw, "evaluate"),
         "evaluate_dataset": _evaluate_dataset(raw),
-        "max_perplexity_ratio": _ratio(raw, "max_perplexity_ratio", DEFAULT_MAX_PERPLEXITY_RATIO),
+        "max_perplexity_ratio": _ratio(raw, "max_perplexity_ratio"),
         "model_name": _model_name(raw, model, model_is_local),
-        "model_version": _non_blank(raw, "model_version", "1.0.0"),
+        "model_version": _non_blank(raw, "model_version"),
         "registry_url": _url(raw, "registry_url"),
         "registry_api": _choice(raw, "registry_api", ("v1", "v1alpha3")),
         "registry_token": _registry_token(raw, env),
-        "overwrite": _bool(raw, "overwrite", False),
+        "overwrite": _bool(raw, "overwrite"),
         "skip": _skip(raw),
-        "overlap": _bool(raw, "overlap", True),
-        "follow_download": _bool(raw, "follow_download", False),
+        "overlap": _bool(raw, "overlap"),
+        "follow_download": _bool(raw, "follow_download"),
         "delete_after_push": _delete_after_push(raw),
         "workspace": workspace,
         "authfile": _authfile(raw),
-        "tls_verify": _bool(raw, "tls_verify", True),
+        "tls_verify": _bool(raw, "tls_verify"),
         "ca_bundle": _existing_file(raw, "ca_bundle"),
         "results_dir": _path(raw, "results_dir"),
         **_signing(raw, env),
@@ -272,7 +302,7 @@ def _fail(field: str, value: object, accepted: str) -> ParameterError:
 
 
 def _workspace(raw: _Raw) -> Path:
-    path = Path(raw.get("workspace") or DEFAULT_WORKSPACE).expanduser().absolute()
+    path = Path(raw.get("workspace") or _default("workspace")).expanduser().absolute()
     if path.exists() and not path.is_dir():
         raise _fail("workspace", str(path), "a directory (it exists and is not one)")
     return path
@@ -297,7 +327,7 @@ def _model(raw: _Raw) -> tuple[str | None, bool]:
 
 
 def _revision(raw: _Raw) -> str:
-    value = raw.get("revision") or "main"
+    value = raw.get("revision") or _default("revision")
     if any(ch.isspace() for ch in value) or ".." in value:
         raise _fail("revision", value, "a branch, tag or commit sha without spaces or '..'")
     return value
@@ -312,7 +342,7 @@ def split_patterns(values: Any) -> tuple[str, ...]:
 def _allow_patterns(raw: _Raw) -> tuple[str, ...]:
     value = raw.get("allow_patterns")
     if value is None:
-        return DEFAULT_ALLOW_PATTERNS
+        return _default("allow_patterns")
     patterns = split_patterns(value)
     if not patterns:
         raise _fail("allow_patterns", value, "one or more glob patterns, comma-separated")
@@ -342,7 +372,7 @@ def _image(raw: _Raw, workspace: Path) -> str:
 def _base_image(raw: _Raw) -> str:
     value = raw.get("base_image")
     if value is None:
-        return DEFAULT_BASE_IMAGE
+        return _default("base_image")
     if value == SCRATCH:
         return SCRATCH
     ref = _reference(raw, "base_image", value)
@@ -360,18 +390,18 @@ def _reference(raw: _Raw, field: str, value: str) -> ImageRef:
 
 def _delete_after_push(raw: _Raw) -> bool:
     """Files deleted once pushed are gone for compress-model: the two exclude each other."""
-    value = _bool(raw, "delete_after_push", False)
-    if value and _bool(raw, "compress", False):
+    value = _bool(raw, "delete_after_push")
+    if value and _bool(raw, "compress"):
         raise _fail(
             "delete_after_push", raw.get("delete_after_push"), "false when COMPRESS_MODEL is true (it needs every file)"
         )
     return value
 
 
-def _bool(raw: _Raw, field: str, default: bool) -> bool:
+def _bool(raw: _Raw, field: str) -> bool:
     value = raw.get(field)
     if value is None:
-        return default
+        return _default(field)
     if isinstance(value, bool):
         return value
     if value.lower() in _TRUE:
@@ -384,7 +414,7 @@ def _bool(raw: _Raw, field: str, default: bool) -> bool:
 def _scheme(raw: _Raw) -> str:
     value = raw.get("scheme")
     if value is None:
-        return "gptq"
+        return _default("scheme")
     normalised = value.lower().replace("_", "-")
     if normalised not in SCHEMES:
         raise _fail("scheme", value, f"one of {', '.join(SCHEMES)}")
@@ -416,7 +446,7 @@ def _bits(raw: _Raw, scheme: str) -> int:
 def _group_size(raw: _Raw, scheme: str) -> int | None:
     value = raw.get("group_size")
     if value is None:
-        return DEFAULT_GROUP_SIZE if scheme in SCHEMES_WITH_GROUP_SIZE else None
+        return _default("group_size") if scheme in SCHEMES_WITH_GROUP_SIZE else None
     if scheme not in SCHEMES_WITH_GROUP_SIZE:
         raise _fail("group_size", value, f"not set: scheme {scheme} quantizes per channel")
     if str(value).lower() in (PER_CHANNEL, "per-channel", "-1"):
@@ -435,10 +465,10 @@ def _group_size(raw: _Raw, scheme: str) -> int | None:
     return size
 
 
-def _calibration_param(raw: _Raw, scheme: str, field: str, parse: Any, default: Any) -> Any:
+def _calibration_param(raw: _Raw, scheme: str, field: str, parse: Any) -> Any:
     if not raw.given(field):
-        return default
-    if scheme not in SCHEMES_WITH_CALIBRATION and not _bool(raw, "evaluate", False):
+        return _default(field)
+    if scheme not in SCHEMES_WITH_CALIBRATION and not _bool(raw, "evaluate"):
         raise _fail(
             field, raw.get(field), f"not set: scheme {scheme} needs no calibration data (only --evaluate uses it)"
         )
@@ -464,16 +494,16 @@ def _dataset(raw: _Raw, field: str) -> str:
 def _evaluate_dataset(raw: _Raw) -> str | None:
     if not raw.given("evaluate_dataset"):
         return None
-    if not _bool(raw, "evaluate", False):
+    if not _bool(raw, "evaluate"):
         value = raw.get("evaluate_dataset")
         raise _fail("evaluate_dataset", value, "not set: only --evaluate (EVALUATE=true) reads it")
     return _dataset(raw, "evaluate_dataset")
 
 
-def _ratio(raw: _Raw, field: str, default: float) -> float:
+def _ratio(raw: _Raw, field: str) -> float:
     value = raw.get(field)
     if value is None:
-        return default
+        return _default(field)
     accepted = "a number of at least 1 (the perplexity after compression / before), e.g. 1.5"
     try:
         number = float(value)
@@ -493,8 +523,8 @@ def _model_name(raw: _Raw, model: str | None, model_is_local: bool) -> str | Non
     return Path(model).name if model_is_local else model.rsplit("/", 1)[-1]
 
 
-def _non_blank(raw: _Raw, field: str, default: str) -> str:
-    return raw.get(field) or default
+def _non_blank(raw: _Raw, field: str) -> str:
+    return raw.get(field) or _default(field)
 
 
 def _url(raw: _Raw, field: str) -> str | None:
@@ -548,7 +578,7 @@ def _signing(raw: _Raw, env: Mapping[str, str]) -> dict[str, Any]:
     SIGN_KEYLESS with its Sigstore options; never both."""
     key = _existing_file(raw, "sign_key")
     password = _secret(env, "SIGN_KEY_PASSWORD")
-    keyless = _bool(raw, "sign_keyless", False)
+    keyless = _bool(raw, "sign_keyless")
     if key is not None and keyless:
         raise _fail("sign_keyless", raw.get("sign_keyless"), "false when SIGN_KEY is set (one way of signing)")
     if password is not None and key is None:
@@ -571,7 +601,7 @@ def _signing(raw: _Raw, env: Mapping[str, str]) -> dict[str, Any]:
 def _skip(raw: _Raw) -> tuple[str, ...]:
     value = raw.get("skip")
     if value is None:
-        return ()
+        return _default("skip")
     words = split_patterns(value)
     for word in words:
         if word not in STAGE_NAMES:

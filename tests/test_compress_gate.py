@@ -22,7 +22,7 @@ from modelcar.compression.settings import Settings
 from modelcar.compression.staging import DONE, PARTIAL, STAMP
 from modelcar.errors import ModelcarError, ParameterError, StageFailed
 from modelcar.files import inventory
-from modelcar.modelregistry.describe import describe
+from modelcar.modelregistry.describe import registration_for_run
 from modelcar.params import load_params
 from modelcar.pipeline import run_pipeline
 from modelcar.record import RunRecord
@@ -129,14 +129,14 @@ def test_evaluation_goes_to_the_model_registry(tmp_path: Path) -> None:
         "evaluation": {"perplexity_before": 19.69, "perplexity_after": 25.58, "dataset": "wikitext (held-out)"},
     }
     image = {"reference": "quay.io/org/m:1.0.0", "digest": "sha256:" + "a" * 64}
-    wanted = describe(
+    wanted = registration_for_run(
         model_name="m", model_version="1", model_dir=tmp_path, record={"compression": compression, "image": image}
     )
     props = wanted.version_properties
     assert (props["perplexity_original"], props["perplexity_compressed"]) == (19.69, 25.58)
     assert props["evaluation_dataset"] == "wikitext (held-out)"
     assert {"perplexity_original", "perplexity_compressed", "evaluation_dataset"} <= wanted.managed_properties
-    plain = describe(
+    plain = registration_for_run(
         model_name="m", model_version="1", model_dir=tmp_path, record={"compression": {"enabled": True}, "image": image}
     )
     assert "perplexity_original" not in plain.version_properties
@@ -295,7 +295,7 @@ def test_evaluate_dataset_and_recipe_in_the_model(
     from llmcompressor.recipe import Recipe
 
     assert [type(m).__name__ for m in Recipe.create_instance(str(recipe)).modifiers] == ["GPTQModifier"]
-    registered = describe(
+    registered = registration_for_run(
         model_name="m",
         model_version="1",
         model_dir=damaged_workspace / "model",

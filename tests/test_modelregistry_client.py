@@ -7,10 +7,10 @@ import pytest
 
 from modelcar.modelregistry import (
     AuthRefused,
+    ModelRegistryApiError,
     ModelRegistryClient,
+    ModelRegistryUnreachable,
     NotAModelRegistry,
-    RegistryApiError,
-    RegistryUnreachable,
     metadata,
 )
 from modelcar.modelregistry.client import server_url, without_userinfo
@@ -151,7 +151,7 @@ def test_a_dropped_connection_is_retried(model_registry) -> None:
 
 def test_5xx_that_never_ends_is_an_error_with_the_status(model_registry) -> None:
     model_registry.inject(503, times=10)
-    with client_for(model_registry.url) as client, pytest.raises(RegistryApiError) as caught:
+    with client_for(model_registry.url) as client, pytest.raises(ModelRegistryApiError) as caught:
         client.connect()
     assert caught.value.status == 503
     assert len(model_registry.exchanges) == FAST.attempts
@@ -160,7 +160,7 @@ def test_5xx_that_never_ends_is_an_error_with_the_status(model_registry) -> None
 def test_unreachable_server_after_retries() -> None:
     sleeps: list[float] = []
     url = f"http://127.0.0.1:{free_port()}"
-    with client_for(url, sleeps) as client, pytest.raises(RegistryUnreachable) as caught:
+    with client_for(url, sleeps) as client, pytest.raises(ModelRegistryUnreachable) as caught:
         client.connect()
     assert "cannot reach the Model Registry" in str(caught.value)
     assert f"tried {FAST.attempts} times" in str(caught.value)
@@ -200,7 +200,7 @@ def test_server_messages_are_scrubbed_of_the_token() -> None:
 
     with (
         client_for("https://mr.example.com", token=MODEL_REGISTRY_TOKEN, transport=_mock(handler)) as client,
-        pytest.raises(RegistryApiError) as caught,
+        pytest.raises(ModelRegistryApiError) as caught,
     ):
         client.create_registered_model({"name": "x"})
     assert "HTTP 400" in str(caught.value) and "bad token ***" in str(caught.value)
@@ -235,7 +235,7 @@ def test_a_redirected_create_is_an_error_not_a_get() -> None:
 
     with (
         client_for("https://mr.example.com", token=MODEL_REGISTRY_TOKEN, transport=_mock(handler)) as client,
-        pytest.raises(RegistryApiError) as caught,
+        pytest.raises(ModelRegistryApiError) as caught,
     ):
         client.create_registered_model({"name": "x"})
     assert "redirected POST" in str(caught.value) and "https://mr-route.example.com" in str(caught.value)
@@ -257,7 +257,7 @@ def test_tls_verification_failure_says_what_to_do(tmp_path) -> None:
     sleeps: list[float] = []
     with (
         client_for("https://mr.example.com", sleeps, transport=_mock(handler)) as client,
-        pytest.raises(RegistryUnreachable) as caught,
+        pytest.raises(ModelRegistryUnreachable) as caught,
     ):
         client.connect()
     assert "TLS verification failed" in str(caught.value) and "--ca-bundle" in str(caught.value)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from modelcar.modelregistry.describe import NoPushedImage, describe, pushed_image
+from modelcar.modelregistry.describe import NoPushedImage, pushed_image, registration_for_run
 from modelcar.modelregistry.modelcard import parse_model_card
 from modelcar.modelregistry.modelformat import ModelFormat, detect_format
 
@@ -88,7 +88,7 @@ def test_describe_an_uncompressed_hub_model(tmp_path: Path) -> None:
         "files": [{"path": "model.safetensors", "size": 1, "sha256": "0" * 64}],
         "image": IMAGE,
     }
-    wanted = describe(model_name="granite", model_version="1.0.0", model_dir=tmp_path, record=record)
+    wanted = registration_for_run(model_name="granite", model_version="1.0.0", model_dir=tmp_path, record=record)
     assert wanted.version_properties == {
         "source": "huggingface",
         "framework": "pytorch",
@@ -116,7 +116,7 @@ def test_describe_a_compressed_local_model(tmp_path: Path) -> None:
         "bytes_after": 3_500_000_000,
     }
     record = {"source": {"kind": "local", "path": "/models/x"}, "compression": compression, "image": IMAGE}
-    wanted = describe(model_name="x", model_version="2", model_dir=tmp_path / "missing", record=record)
+    wanted = registration_for_run(model_name="x", model_version="2", model_dir=tmp_path / "missing", record=record)
     props = wanted.version_properties
     assert props["source"] == "local" and props["compressed"] is True
     assert (props["scheme"], props["bits"], props["group_size"]) == ("gptq", 4, "channel")
@@ -127,7 +127,7 @@ def test_describe_a_compressed_local_model(tmp_path: Path) -> None:
 
 def test_describe_without_source_uses_what_the_parameters_say(tmp_path: Path) -> None:
     fallback = {"kind": "huggingface", "repo": "org/granite", "revision": "v2", "sha": None}
-    wanted = describe(
+    wanted = registration_for_run(
         model_name="granite", model_version="1", model_dir=tmp_path, record={"image": IMAGE}, fallback_source=fallback
     )
     assert wanted.version_properties["hf_revision"] == "v2"

@@ -297,3 +297,24 @@ def test_credentials_read_the_scopes_under_the_lock(tmp_path: Path) -> None:
     client.want("r", "pull,push")
     assert client._credentials() is not None
     assert client._credentials() is client._creds_cache["r"]
+
+
+def test_error_answers_keep_their_status_and_distribution_codes(tmp_path: Path) -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v2/":
+            return httpx.Response(200)
+        if "manifests" in request.url.path:
+            body = {"errors": [{"code": "MANIFEST_UNKNOWN", "message": "manifest unknown"}, {"message": "no code"}]}
+            return httpx.Response(404, json=body)
+        return httpx.Response(403, json={"errors": [{"code": "DENIED", "message": "requested access is denied"}]})
+
+    client = RegistryClient("reg.test", retry=FAST, transport=httpx.MockTransport(handler))
+    with pytest.raises(RegistryError) as missing:
+        client.get_manifest("r", "v1")
+    assert missing.value.status == 404 and missing.value.codes == ("MANIFEST_UNKNOWN",)
+    assert "MANIFEST_UNKNOWN: manifest unknown" in str(missing.value)
+    with pytest.raises(RegistryError) as denied:
+        client.get_blob("r", "sha256:" + "0" * 64)
+    assert denied.value.status == 403 and denied.value.codes == ("DENIED",)
+    assert "denied access (HTTP 403)" in str(denied.value)
+    client.close()

@@ -192,7 +192,7 @@ def _run_recorded(name: str, context: StageContext) -> None:
         record.save()
         if isinstance(exc, UsageError):
             raise UsageError(f"stage {name} failed: {message}") from exc
-        raise StageFailed(name, ModelcarError(message)) from exc
+        raise StageFailed(name, exc, message) from exc
     seconds = round(time.monotonic() - started, 3)
     record.mark_stage(name, "succeeded", seconds=seconds)
     record.save()

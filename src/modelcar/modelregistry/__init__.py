@@ -3,10 +3,10 @@
 from .client import API_VERSIONS, ModelRegistryClient
 from .errors import (
     AuthRefused,
+    ModelRegistryApiError,
     ModelRegistryError,
+    ModelRegistryUnreachable,
     NotAModelRegistry,
-    RegistryApiError,
-    RegistryUnreachable,
     VersionConflict,
 )
 from .registration import Registration, RegistrationResult, register
@@ -14,13 +14,13 @@ from .registration import Registration, RegistrationResult, register
 __all__ = [
     "API_VERSIONS",
     "AuthRefused",
+    "ModelRegistryApiError",
     "ModelRegistryClient",
     "ModelRegistryError",
+    "ModelRegistryUnreachable",
     "NotAModelRegistry",
     "Registration",
     "RegistrationResult",
-    "RegistryApiError",
-    "RegistryUnreachable",
     "VersionConflict",
     "register",
 ]

@@ -24,10 +24,10 @@ from ..tls import ssl_context
 from .errors import (
     AuthRefused,
     Conflict,
+    ModelRegistryApiError,
+    ModelRegistryUnreachable,
     NotAModelRegistry,
     NotFound,
-    RegistryApiError,
-    RegistryUnreachable,
 )
 
 API_ROOT = "/api/model_registry"
@@ -195,7 +195,7 @@ class ModelRegistryClient:
             self._raise_error(response, what)
         data = _json_or_none(response)
         if not isinstance(data, dict):
-            raise RegistryApiError(
+            raise ModelRegistryApiError(
                 f"the Model Registry at {self.display_url} gave an answer that is not a JSON object "
                 f"while {what} (HTTP {response.status_code})",
                 response.status_code,
@@ -236,24 +236,24 @@ class ModelRegistryClient:
         except httpx.TransportError as exc:
             failure = tls_failure(exc)
             if isinstance(failure, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY_FAILED" in str(exc):
-                raise RegistryUnreachable(
+                raise ModelRegistryUnreachable(
                     f"TLS verification failed for the Model Registry at {self.display_url}: "
                     f"{self._scrub(str(exc))}; give the CA that signed its certificate with "
                     "--ca-bundle / CA_BUNDLE, or use --no-tls-verify"
                 ) from None
             if failure is not None:
-                raise RegistryUnreachable(
+                raise ModelRegistryUnreachable(
                     f"the Model Registry at {self.display_url} does not answer in TLS "
                     f"({self._scrub(str(exc))}); for a server on plain http give MODEL_REGISTRY_URL as http://"
                 ) from None
-            raise RegistryUnreachable(
+            raise ModelRegistryUnreachable(
                 f"cannot reach the Model Registry at {self.display_url}: "
                 f"{_describe_transport_error(exc)} (tried {tries} times); check "
                 "MODEL_REGISTRY_URL and that the server is running and reachable"
             ) from None
         if response.is_redirect:
             target = without_userinfo(response.headers.get("Location", "?"))
-            raise RegistryApiError(
+            raise ModelRegistryApiError(
                 f"the Model Registry at {self.display_url} redirected {method} {urlsplit(url).path} "
                 f"(HTTP {response.status_code}) to {target}; set MODEL_REGISTRY_URL to the address it "
                 "redirects to",
@@ -284,7 +284,7 @@ class ModelRegistryClient:
             raise NotFound(message, status, server_message)
         if status == 409:
             raise Conflict(message, status, server_message)
-        raise RegistryApiError(message, status, server_message)
+        raise ModelRegistryApiError(message, status, server_message)
 
     def _scrub(self, text: str) -> str:
         return text.replace(self._token, "***") if self._token else text

@@ -88,7 +88,7 @@ def pushed_image(image: Any) -> PushedImage:
     return PushedImage(ref=parsed.with_digest(digest), digest=digest, tag=tag)
 
 
-def describe(
+def registration_for_run(
     *,
     model_name: str,
     model_version: str,

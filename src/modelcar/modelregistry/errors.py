@@ -9,7 +9,7 @@ class ModelRegistryError(ModelcarError):
     """A Model Registry failure (exit status 1, no traceback)."""
 
 
-class RegistryUnreachable(ModelRegistryError):
+class ModelRegistryUnreachable(ModelRegistryError):
     """No HTTP answer at all: refused, reset, timed out, DNS or TLS failure (after retries)."""
 
 
@@ -25,7 +25,7 @@ class VersionConflict(ModelRegistryError):
     """The model version exists and points at another image (and --overwrite was not given)."""
 
 
-class RegistryApiError(ModelRegistryError):
+class ModelRegistryApiError(ModelRegistryError):
     """An HTTP error answer from the Model Registry, with its status and {"code","message"}."""
 
     def __init__(self, message: str, status: int, server_message: str = "") -> None:
@@ -34,9 +34,9 @@ class RegistryApiError(ModelRegistryError):
         self.server_message = server_message
 
 
-class NotFound(RegistryApiError):
+class NotFound(ModelRegistryApiError):
     """404 on an entity (the API itself exists)."""
 
 
-class Conflict(RegistryApiError):
+class Conflict(ModelRegistryApiError):
     """409: a name (or external id) that must be unique is taken; re-read and continue."""

@@ -14,7 +14,7 @@ from typing import Any
 
 from . import metadata
 from .client import ModelRegistryClient
-from .errors import Conflict, RegistryApiError, VersionConflict
+from .errors import Conflict, ModelRegistryApiError, VersionConflict
 
 MODEL_ARTIFACT = "model-artifact"
 LIVE = "LIVE"
@@ -98,7 +98,7 @@ def _registered_model(client: ModelRegistryClient, wanted: Registration) -> tupl
         body["license"] = wanted.license
     try:
         return client.create_registered_model(body), "created"
-    except RegistryApiError as exc:
+    except ModelRegistryApiError as exc:
         if not _maybe_taken(exc):
             raise
         found = client.find_registered_model(wanted.model_name)
@@ -121,7 +121,7 @@ def _model_version(client: ModelRegistryClient, wanted: Registration, model_id: 
         body["description"] = wanted.version_description
     try:
         return client.create_model_version(body), True
-    except RegistryApiError as exc:
+    except ModelRegistryApiError as exc:
         if not _maybe_taken(exc):
             raise
         found = client.find_model_version(wanted.version_name, model_id)
@@ -186,7 +186,7 @@ def _artifact(
         body = {"artifactType": MODEL_ARTIFACT, "name": wanted.model_name, **wanted.artifact_fields()}
         try:
             return client.add_model_version_artifact(version_id, body), "created"
-        except RegistryApiError as exc:
+        except ModelRegistryApiError as exc:
             if not _maybe_taken(exc):
                 raise
             artifacts = _model_artifacts(client, version_id)
@@ -212,6 +212,6 @@ def _pick(artifacts: list[Json], wanted: Registration) -> Json:
     return artifacts[0]
 
 
-def _maybe_taken(exc: RegistryApiError) -> bool:
+def _maybe_taken(exc: ModelRegistryApiError) -> bool:
     """A create that failed because the entity exists: 409, or 5xx from servers that predate 409."""
     return isinstance(exc, Conflict) or exc.status >= 500

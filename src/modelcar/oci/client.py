@@ -49,12 +49,19 @@ Body = bytes | Callable[[], Iterable[bytes] | httpx.SyncByteStream] | None
 
 
 class RegistryError(ModelcarError):
-    """A registry answered with an error or could not be reached."""
+    """A registry answered with an error or could not be reached.
 
-    def __init__(self, message: str, status: int | None = None, retry_after: str | None = None) -> None:
+    `status` is the HTTP status (None: no answer), `codes` the distribution spec's error codes
+    from the answer's body (BLOB_UNKNOWN, MANIFEST_INVALID, DENIED...), `retry_after` its
+    Retry-After, for callers that retry themselves."""
+
+    def __init__(
+        self, message: str, status: int | None = None, retry_after: str | None = None, codes: tuple[str, ...] = ()
+    ) -> None:
         super().__init__(message)
         self.status = status
-        self.retry_after = retry_after  # the answer's Retry-After, for callers that retry themselves
+        self.retry_after = retry_after
+        self.codes = codes
 
 
 class RegistryUnreachable(RegistryError):
@@ -399,27 +406,35 @@ class RegistryClient:
     def error_for(self, method: str, url: str, response: httpx.Response) -> RegistryError:
         status = response.status_code
         detail = ""
+        codes: tuple[str, ...] = ()
         try:
-            errors = response.json().get("errors") or []
+            errors = [e for e in response.json().get("errors") or [] if isinstance(e, dict)]
             detail = "; ".join(f"{e.get('code', '')}: {e.get('message', '')}".strip(": ") for e in errors[:3])
-        except (ValueError, AttributeError):
+            codes = tuple(str(e["code"]) for e in errors if isinstance(e.get("code"), str))
+        except (ValueError, AttributeError, TypeError):
             detail = response.text[:200].strip() if response.text else ""
         if status in (401, 403):
             challenge = parse_challenge(response.headers.get("WWW-Authenticate", ""))
             if challenge is not None and challenge.params.get("error") == "insufficient_scope":
                 wanted = _describe_scopes(challenge.params.get("scope", ""))
-                return self._denied(
+                denied = self._denied(
                     status,
                     f"{method} {self.show(url)} needs {wanted}, which the token server did not grant "
                     "(insufficient_scope)",
                     "ask the registry's administrators for that access, or use an account that has it",
                 )
-            return self._denied(status, f"{method} {self.show(url)} was refused" + (f" ({detail})" if detail else ""))
+            else:
+                denied = self._denied(
+                    status, f"{method} {self.show(url)} was refused" + (f" ({detail})" if detail else "")
+                )
+            denied.codes = codes
+            return denied
         return RegistryError(
             f"registry {self.registry} answered HTTP {status} to {method} {self.show(url)}"
             + (f" ({detail})" if detail else ""),
             status,
             response.headers.get("Retry-After"),
+            codes,
         )
 
     @staticmethod

@@ -161,7 +161,7 @@ def walk_layer(reader: ImageReader, image: PlatformImage, index: int, tree: Tree
     digest and diff_id."""
     layer = image.layers[index]
     described = model_file(layer)
-    entry = describe(described)
+    entry = layer_label(described)
     limit = described.size + TAR_SLACK if described.kind == "file" and described.size is not None else None
     held = False
     try:
@@ -211,7 +211,7 @@ def _file_layer_entry(described: ModelFile, member: tarfile.TarInfo, rel: str | 
     )
 
 
-def describe(found: ModelFile) -> str:
+def layer_label(found: ModelFile) -> str:
     if found.kind == "file":
         return f"/{ROOT}/{found.path}"
     if found.kind == "directory":
@@ -277,7 +277,7 @@ def verify_layers(reader: ImageReader, image: PlatformImage, directories_only: b
     tree = Tree()
     for index, described in zip(image.model, image.files(), strict=True):
         if directories_only and described.kind == "file":
-            tree.add_file(described.path, described.digest, describe(described))
+            tree.add_file(described.path, described.digest, layer_label(described))
             continue
 
         def visit(member: tarfile.TarInfo, rel: str, data: IO[bytes] | None, described: ModelFile = described) -> None:

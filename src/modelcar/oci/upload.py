@@ -277,7 +277,8 @@ def _patch(
 
 
 def _interrupted(exc: RegistryError) -> Exception:
-    """A PATCH failure: transient ones resume the upload, the rest are final."""
+    """A PATCH failure: one without an answer (the connection broke, the token server failed) or with
+    a transient one resumes the upload; the rest are final."""
     if exc.status is None or is_transient_status(exc.status):
         return UploadInterrupted(str(exc), exc.retry_after)
     return exc

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from ..modelregistry import ModelRegistryClient, register
-from ..modelregistry.describe import describe
+from ..modelregistry.describe import registration_for_run
 from .context import StageContext
 
 
 def run(context: StageContext) -> None:
     params, record, ui = context.params, context.record, context.ui
     assert params.registry_url and params.model_name  # the plan and preflight make sure of both
-    wanted = describe(
+    wanted = registration_for_run(
         model_name=params.model_name,
         model_version=params.model_version,
         model_dir=context.workspace.model_dir,

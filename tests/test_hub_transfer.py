@@ -1,4 +1,4 @@
-"""Our own transfer of file bodies from the Hub (hub_transfer.py), against the fast Hub stand-in."""
+"""Our own transfer of file bodies from the Hub (sources/hub_transfer.py), against the fast Hub stand-in."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from modelcar import hub, hub_transfer
 from modelcar.retry import RetryPolicy
+from modelcar.sources import hub, hub_transfer
 
 from .helpers.fast_hub import LFS_THRESHOLD, FastHub
 

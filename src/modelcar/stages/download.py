@@ -16,11 +16,12 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from .. import atomic, download_record, hub
+from .. import atomic, download_record
 from ..download_record import DownloadRecorder
 from ..errors import ModelcarError
 from ..files import inventory, sha256_file
-from ..localsource import copy_files, model_files
+from ..sources import hub
+from ..sources.local import copy_files, model_files
 from ..space import require_free_space
 from . import follow
 from .context import StageContext

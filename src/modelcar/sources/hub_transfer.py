@@ -25,8 +25,8 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
-from .errors import ModelcarError
-from .retry import RetryPolicy
+from ..errors import ModelcarError
+from ..retry import RetryPolicy
 
 BUFFER = 1 << 20
 TIMEOUT = 60.0

@@ -28,9 +28,9 @@ from huggingface_hub.errors import (
 from huggingface_hub.file_download import HfFileMetadata
 from huggingface_hub.utils import build_hf_headers, disable_progress_bars, enable_progress_bars, filter_repo_objects
 
+from ..errors import ModelcarError
+from ..retry import RetryPolicy, call_with_retries, is_transient_error
 from . import hub_transfer
-from .errors import ModelcarError
-from .retry import RetryPolicy, call_with_retries, is_transient_error
 
 T = TypeVar("T")
 

@@ -7,7 +7,7 @@ import os
 import shutil
 from pathlib import Path
 
-from .files import walk_files
+from ..files import walk_files
 
 # Bookkeeping of git and of huggingface_hub's local_dir downloads, never part of the model.
 IGNORED_TOP_LEVEL = frozenset({".git", ".cache"})

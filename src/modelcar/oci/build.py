@@ -300,10 +300,10 @@ def _push_layer(
     abort: threading.Event,
     source: ReadyFiles,
 ) -> tuple[str, bool]:
-    """(digest, whether it was sent): HEAD first when the digest is remembered."""
+    """(digest, whether it was sent): not when the destination has the digest the cache remembers."""
     _known_file_digests([plan], cache, source.known_digests())
     known = cache.get(plan)
-    if known is not None and dest.has_blob(known):
+    if dest.try_reuse(known):
         if progress is not None:
             progress(plan.size)
         _finish_file_digests(plan, cache)
@@ -318,7 +318,9 @@ def _push_layer(
 
 
 def _ensure_base_layer(dest: Store, origin: Store | None, descriptor: Descriptor, abort: threading.Event) -> bool:
-    if origin is None or dest.has_blob(descriptor.digest):
+    """Whether the base layer was sent (copied from `origin`); not when the destination has it or
+    mounted it."""
+    if origin is None or dest.try_reuse(descriptor.digest, mount_from=origin):
         return False
     dest.copy_blob(origin, descriptor, abort)
     return True

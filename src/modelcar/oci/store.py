@@ -18,7 +18,7 @@ from .image import Descriptor, media_type_of, sha256_digest
 from .layers import Part
 from .layout import Layout
 from .reference import ImageRef, LayoutRef, RegistryRef
-from .upload import BlobSource, upload_blob, upload_bytes
+from .upload import BlobSource, mount_blob, upload_blob, upload_bytes
 
 Progress = Callable[[int], None] | None
 
@@ -140,6 +140,12 @@ class Store(ABC):
     @abstractmethod
     def has_blob(self, digest: str) -> bool: ...
 
+    def try_reuse(self, digest: str | None, mount_from: Store | None = None) -> bool:
+        """Whether blob `digest` is here without sending its bytes; the one place that decides a
+        blob need not be sent. `digest` is None when it is not known before reading the content
+        (nothing remembered it). A registry also mounts it from `mount_from` where it can."""
+        return digest is not None and self.has_blob(digest)
+
     @abstractmethod
     def put_stream(
         self, source: BlobSource, progress: Progress = None, before_finish: Callable[[str], None] | None = None
@@ -181,19 +187,23 @@ class RegistryStore(Store):
     ) -> str:
         return upload_blob(self.client, self.repository, source, progress, before_finish=before_finish)
 
-    def copy_blob(self, origin: Store, descriptor: Descriptor, abort: threading.Event | None = None) -> None:
-        source = _abortable(origin.blob(descriptor), abort)
-        if isinstance(origin, RegistryStore) and origin.client is self.client:
-            self.client.want(origin.repository, "pull")
-            mount = (descriptor.digest, origin.repository)
-            digest = upload_blob(self.client, self.repository, source, None, mount=mount)
-            _check_copy(origin, descriptor, digest)
-            return
-        _check_copy(origin, descriptor, self.put_stream(source))
+    def try_reuse(self, digest: str | None, mount_from: Store | None = None) -> bool:
+        """HEAD, then a cross-repository mount from `mount_from` on this same registry. A mount
+        the registry declines opens an upload session instead, which is cancelled here: the
+        caller sends the blob in a session of its own."""
+        if digest is None:
+            return False
+        if self.has_blob(digest):
+            return True
+        if not (isinstance(mount_from, RegistryStore) and mount_from.client is self.client):
+            return False
+        self.client.want(mount_from.repository, "pull")
+        return mount_blob(self.client, self.repository, digest, mount_from.repository)
 
     def put_bytes(self, data: bytes) -> str:
         digest = sha256_digest(data)
-        upload_bytes(self.client, self.repository, data, digest)
+        if not self.try_reuse(digest):
+            upload_bytes(self.client, self.repository, data, digest)
         return digest
 
     def put_manifest(self, data: bytes, media_type: str, tag: str | None) -> str:

@@ -13,6 +13,7 @@ sends by sendfile on plain http (sendfile.py) and httpx sends otherwise.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import queue
@@ -127,12 +128,11 @@ def upload_blob(
     repository: str,
     source: BlobSource,
     progress: Callable[[int], None] | None = None,
-    mount: tuple[str, str] | None = None,
     before_finish: Callable[[str], None] | None = None,
 ) -> str:
-    """Uploads `source`; returns its digest. `mount` = (digest, from repository) tries a cross-repo mount.
-    `before_finish(digest)` runs once every byte is sent, before the PUT that completes the blob
-    (to remember the digest: a kill right after that PUT then finds the blob by it)."""
+    """Uploads `source`; returns its digest. `before_finish(digest)` runs once every byte is sent,
+    before the PUT that completes the blob (to remember the digest: a kill right after that PUT
+    then finds the blob by it). Whether to send it at all is Store.try_reuse's decision."""
     client.want(repository, "pull,push")
     reported = 0
 
@@ -144,11 +144,7 @@ def upload_blob(
 
     restarts = 0
     while True:
-        location = _start(client, repository, mount)
-        if location is None:
-            assert mount is not None
-            return mount[0]
-        mount = None
+        location = _start(client, repository)
         try:
             return _send_all(client, repository, source, location, advance, before_finish)
         except SessionLost as exc:
@@ -160,13 +156,23 @@ def upload_blob(
             client.retry.sleep(restarts)
 
 
-def _start(client: RegistryClient, repository: str, mount: tuple[str, str] | None) -> str | None:
-    """Opens an upload session; None when the blob was mounted from another repository."""
-    params = {"mount": mount[0], "from": mount[1]} if mount else None
-    response = client.request("POST", f"/v2/{repository}/blobs/uploads/", params=params, ok=(201, 202))
-    if response.status_code == 201 and mount:
-        return None
+def _start(client: RegistryClient, repository: str) -> str:
+    """Opens an upload session; returns its URL."""
+    response = client.request("POST", f"/v2/{repository}/blobs/uploads/", ok=(202,))
     return _location(client, response)
+
+
+def mount_blob(client: RegistryClient, repository: str, digest: str, from_repository: str) -> bool:
+    """Asks the registry to mount `digest` from another of its repositories: True when it did
+    (201). A registry that declines opens an upload session instead (202), cancelled here."""
+    params = {"mount": digest, "from": from_repository}
+    response = client.request("POST", f"/v2/{repository}/blobs/uploads/", params=params, ok=(201, 202))
+    if response.status_code == 201:
+        return True
+    if response.headers.get("Location"):
+        with contextlib.suppress(RegistryError):  # an abandoned session expires on the registry's side
+            client.request("DELETE", _location(client, response), ok=(200, 202, 204, 404))
+    return False
 
 
 def _location(client: RegistryClient, response: httpx.Response) -> str:
@@ -317,11 +323,8 @@ def _finish(client: RegistryClient, repository: str, location: str, digest: str)
 
 
 def upload_bytes(client: RegistryClient, repository: str, data: bytes, digest: str) -> None:
-    """A small blob (config) in one monolithic PUT, unless the registry has it already."""
-    if client.has_blob(repository, digest):
-        return
-    location = _start(client, repository, None)
-    assert location is not None
+    """A small blob (a config) in one monolithic PUT."""
+    location = _start(client, repository)
     url = httpx.URL(location).copy_merge_params({"digest": digest})
     client.request(
         "PUT",

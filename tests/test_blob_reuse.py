@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from modelcar.oci.auth import ANONYMOUS
 from modelcar.oci.client import RegistryClient
 from modelcar.oci.reference import parse_reference
 from modelcar.oci.store import LayoutStore, RegistryStore
@@ -41,7 +42,7 @@ def _new_requests(registry: Registry, before: int) -> list[tuple[str, str]]:
 
 @pytest.fixture
 def client(oci_registry: Registry) -> RegistryClient:
-    client = RegistryClient(oci_registry.host, tls_verify=False, retry=FAST)
+    client = RegistryClient(oci_registry.host, keychain=ANONYMOUS, tls_verify=False, retry=FAST)
     yield client  # type: ignore[misc]
     client.close()
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from modelcar.oci.auth import ANONYMOUS, AuthFiles, Credentials
 from modelcar.oci.client import RegistryClient, RegistryError
 from modelcar.oci.image import Descriptor
 from modelcar.oci.reference import parse_reference
@@ -28,7 +29,9 @@ def _client(fake: FakeRegistry, tmp_path: Path) -> RegistryClient:
     authfile = tmp_path / "auth.json"
     token = base64.b64encode(f"me:{PASSWORD}".encode()).decode()
     authfile.write_text(json.dumps({"auths": {"reg.test": {"auth": token}}}))
-    return RegistryClient("reg.test", authfile=authfile, retry=FAST, transport=httpx.MockTransport(fake.handler))
+    return RegistryClient(
+        "reg.test", keychain=AuthFiles(authfile), retry=FAST, transport=httpx.MockTransport(fake.handler)
+    )
 
 
 def _push(fake: FakeRegistry, tmp_path: Path, data: bytes) -> str:
@@ -67,7 +70,9 @@ def test_threads_challenged_together_fetch_one_token(tmp_path: Path) -> None:
     authfile.write_text(
         json.dumps({"auths": {"reg.test": {"auth": base64.b64encode(b"me:" + PASSWORD.encode()).decode()}}})
     )
-    client = RegistryClient("reg.test", authfile=authfile, retry=FAST, transport=httpx.MockTransport(handler))
+    client = RegistryClient(
+        "reg.test", keychain=AuthFiles(authfile), retry=FAST, transport=httpx.MockTransport(handler)
+    )
     client.want("r", "pull")
     client.scheme = "https"
     try:
@@ -93,7 +98,7 @@ def test_a_token_server_whose_certificate_is_not_trusted_is_asked_once(tmp_path:
             raise error
         return fake.handler(request)
 
-    client = RegistryClient("reg.test", retry=FAST, transport=httpx.MockTransport(handler))
+    client = RegistryClient("reg.test", keychain=ANONYMOUS, retry=FAST, transport=httpx.MockTransport(handler))
     client.want("r", "pull")
     client.scheme = "https"
     try:
@@ -115,9 +120,7 @@ def test_basic_flow(tmp_path: Path) -> None:
 
 def test_no_credentials_is_a_clear_error_without_secrets(tmp_path: Path) -> None:
     fake = FakeRegistry(auth="basic")
-    client = RegistryClient("reg.test", retry=FAST, transport=httpx.MockTransport(fake.handler))
-    client._creds_cache[""] = None
-    client._creds_cache["r"] = None
+    client = RegistryClient("reg.test", keychain=ANONYMOUS, retry=FAST, transport=httpx.MockTransport(fake.handler))
     with pytest.raises(RegistryError, match=r"denied access \(HTTP 401\).*--authfile"):
         client.has_blob("r", _digest(b"x"))
 
@@ -176,7 +179,7 @@ def test_secrets_never_in_error_messages(tmp_path: Path) -> None:
     with pytest.raises(RegistryError) as info:
         client.has_blob("r", _digest(b"x"))
     assert TOKEN not in str(info.value) and PASSWORD not in str(info.value)
-    assert PASSWORD not in repr(client._credentials())
+    assert PASSWORD not in repr(client.keychain.resolve("reg.test", "r"))
 
 
 @pytest.mark.parametrize("auth", ["bearer", "basic"])
@@ -206,8 +209,7 @@ def test_plain_http_redirect_is_refused_while_tls_is_verified(tmp_path: Path) ->
             return httpx.Response(200)
         return httpx.Response(307, headers={"Location": "http://storage.test/blob?sig=1"})
 
-    client = RegistryClient("reg.test", retry=FAST, transport=httpx.MockTransport(handler))
-    client._creds_cache[""] = client._creds_cache["r"] = None
+    client = RegistryClient("reg.test", keychain=ANONYMOUS, retry=FAST, transport=httpx.MockTransport(handler))
     with pytest.raises(RegistryError, match=r"http://storage\.test/blob, which is not https"):
         client.get_blob("r", _digest(b"x"))
 
@@ -224,8 +226,7 @@ def test_plain_http_redirect_of_a_patch_is_refused_not_retried(tmp_path: Path) -
             return httpx.Response(307, headers={"Location": "http://other.example/upload/1"})
         return httpx.Response(200)
 
-    client = RegistryClient("reg.test", retry=FAST, transport=httpx.MockTransport(handler))
-    client._creds_cache[""] = client._creds_cache["r"] = None
+    client = RegistryClient("reg.test", keychain=ANONYMOUS, retry=FAST, transport=httpx.MockTransport(handler))
     with pytest.raises(RegistryError, match=r"http://other\.example/upload/1, which is not https"):
         upload_blob(client, "r", BytesSource(b"x" * 1000))
     assert [s for s in seen if not s.startswith("GET")] == [
@@ -254,8 +255,7 @@ def _breaking_blob_client(data: bytes, breaks: list[int], ranges: list[str | Non
 
         return httpx.Response(206 if ranged else 200, content=body())
 
-    client = RegistryClient("reg.test", retry=FAST, transport=httpx.MockTransport(handler))
-    client._creds_cache[""] = client._creds_cache["base"] = None
+    client = RegistryClient("reg.test", keychain=ANONYMOUS, retry=FAST, transport=httpx.MockTransport(handler))
     return client
 
 
@@ -285,18 +285,45 @@ def test_base_layer_download_that_keeps_breaking_is_a_clear_registry_error(tmp_p
     assert not list((tmp_path / "out" / "blobs" / "sha256").glob(".*.tmp"))
 
 
-def test_credentials_read_the_scopes_under_the_lock(tmp_path: Path) -> None:
-    client = _client(FakeRegistry(), tmp_path)
+class RecordingKeychain:
+    def __init__(self) -> None:
+        self.asked: list[tuple[str, str]] = []
+        self.lock = threading.Lock()
 
-    class Guarded(set):  # type: ignore[type-arg]
-        def __iter__(self):  # type: ignore[no-untyped-def]
-            assert client._lock.locked(), "scopes read without the lock while want() may add to them"
-            return super().__iter__()
+    def resolve(self, registry: str, repository: str) -> Credentials | None:
+        with self.lock:
+            self.asked.append((registry, repository))
+        return Credentials("me", PASSWORD)
 
-    client._scopes = Guarded()
-    client.want("r", "pull,push")
-    assert client._credentials() is not None
-    assert client._credentials() is client._creds_cache["r"]
+    def searched(self) -> str:
+        return "a test keychain"
+
+
+def test_the_keychain_is_asked_once_for_the_repository_pushed_to() -> None:
+    fake = FakeRegistry(auth="basic")
+    keychain = RecordingKeychain()
+    client = RegistryClient("reg.test", keychain=keychain, retry=FAST, transport=httpx.MockTransport(fake.handler))
+    client.want("base", "pull")
+    for data in (b"one" * 100, b"two" * 100):
+        assert upload_blob(client, "r", BytesSource(data)) == _digest(data)
+    assert keychain.asked == [("reg.test", "r")]
+    client.close()
+
+
+def test_scopes_added_while_other_threads_authenticate() -> None:
+    # want() from upload threads while others are challenged: every request still authenticates.
+    fake = FakeRegistry(auth="basic")
+    client = RegistryClient(
+        "reg.test", keychain=RecordingKeychain(), retry=FAST, transport=httpx.MockTransport(fake.handler)
+    )
+
+    def work(i: int) -> bool:
+        client.want(f"repo{i}", "pull")
+        return client.has_blob("r", _digest(str(i).encode()))
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        assert list(pool.map(work, range(200))) == [False] * 200
+    client.close()
 
 
 def test_error_answers_keep_their_status_and_distribution_codes(tmp_path: Path) -> None:

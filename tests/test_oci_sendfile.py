@@ -19,6 +19,7 @@ import httpx
 import pytest
 
 from modelcar.oci import sendfile
+from modelcar.oci.auth import ANONYMOUS
 from modelcar.oci.client import RegistryClient, RegistryError
 from modelcar.oci.layers import LARGE_FILE, FileRange, ModelDirError, plan_layers, scan_model
 from modelcar.oci.upload import upload_blob
@@ -245,7 +246,9 @@ def test_a_redirected_patch_goes_through_httpx_and_the_next_ones_too(layer, monk
             raise httpx.ConnectError("plain http only")
         return fake.handler(request)
 
-    client = RegistryClient("reg.test", tls_verify=False, retry=FAST, transport=httpx.MockTransport(handler))
+    client = RegistryClient(
+        "reg.test", keychain=ANONYMOUS, tls_verify=False, retry=FAST, transport=httpx.MockTransport(handler)
+    )
     redirected: list[str] = []
 
     def send_patch(url: httpx.URL, headers: dict[str, str], parts, feed):  # type: ignore[no-untyped-def]
@@ -267,7 +270,7 @@ def test_a_token_server_that_fails_after_a_401_lets_the_upload_resume(
     oci_registry: Registry,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    client = RegistryClient(oci_registry.host, tls_verify=False, retry=FAST)
+    client = RegistryClient(oci_registry.host, keychain=ANONYMOUS, tls_verify=False, retry=FAST)
     real_send_patch = sendfile.send_patch
     challenges: list[str] = []
 
@@ -311,7 +314,7 @@ def test_the_client_sends_model_layers_by_sendfile_unless_a_proxy_is_configured(
         return real_send_patch(url, headers, parts, feed)
 
     monkeypatch.setattr(sendfile, "send_patch", counting)
-    client = RegistryClient(oci_registry.host, tls_verify=False, retry=FAST)
+    client = RegistryClient(oci_registry.host, keychain=ANONYMOUS, tls_verify=False, retry=FAST)
     expected = "sha256:" + hashlib.sha256(b"".join(layer.chunks())).hexdigest()
     try:
         assert upload_blob(client, f"sendfile/proxied-{str(proxied).lower()}", layer) == expected

@@ -24,6 +24,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from modelcar.oci.auth import AuthFiles
 from modelcar.oci.client import InsecureRealm, RegistryClient, RegistryError
 from modelcar.retry import RetryPolicy
 
@@ -365,7 +366,7 @@ def test_client_refuses_an_http_realm_only_while_tls_is_verified(tmp_path: Path)
     fast = RetryPolicy(attempts=2, base_delay=0.0)
     seen: list[httpx.Request] = []
     client = RegistryClient(
-        "reg.test", authfile=authfile, retry=fast, transport=_bearer_registry("http://auth.test/token", seen)
+        "reg.test", keychain=AuthFiles(authfile), retry=fast, transport=_bearer_registry("http://auth.test/token", seen)
     )
     with pytest.raises(InsecureRealm, match=r"token server http://auth\.test/token, which is not https") as caught:
         client.get_blob("a/b", "sha256:" + "0" * 64)
@@ -375,7 +376,7 @@ def test_client_refuses_an_http_realm_only_while_tls_is_verified(tmp_path: Path)
     client = RegistryClient(
         "reg.test",
         tls_verify=False,
-        authfile=authfile,
+        keychain=AuthFiles(authfile),
         retry=fast,
         transport=_bearer_registry("http://auth.test/token", seen),
     )
@@ -383,7 +384,7 @@ def test_client_refuses_an_http_realm_only_while_tls_is_verified(tmp_path: Path)
     assert [r.headers.get("Authorization", "")[:6] for r in seen] == ["Basic "]
 
     client = RegistryClient(
-        "reg.test", authfile=authfile, retry=fast, transport=_bearer_registry("ftp://auth.test/token", [])
+        "reg.test", keychain=AuthFiles(authfile), retry=fast, transport=_bearer_registry("ftp://auth.test/token", [])
     )
     with pytest.raises(RegistryError, match="not https"):
         client.has_blob("a/b", "sha256:" + "0" * 64)

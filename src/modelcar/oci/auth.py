@@ -1,4 +1,6 @@
-"""Registry credentials (auth files) and the challenge-response flows (Basic, Bearer token).
+"""Registry credentials: where they come from (a Keychain, by default the auth files) and the
+parsing of a 401's WWW-Authenticate challenge. Answering the challenge (Basic, the Bearer token
+fetch) is the client's (client.py).
 
 Credentials come from the first of: --authfile / REGISTRY_AUTH_FILE, $DOCKER_CONFIG/config.json,
 ~/.docker/config.json, $XDG_RUNTIME_DIR/containers/auth.json that has an entry for the registry
@@ -20,6 +22,7 @@ import re
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from ..errors import UsageError
 
@@ -42,6 +45,47 @@ class Credentials:
 
     def __repr__(self) -> str:
         return "Credentials(***)"
+
+
+class Keychain(Protocol):
+    """Where a registry client's credentials come from (go-containerregistry's authn.Keychain)."""
+
+    def resolve(self, registry: str, repository: str) -> Credentials | None:
+        """The credentials for `registry/repository`; None when there are none (anonymous)."""
+        ...
+
+    def searched(self) -> str:
+        """Where it looked, for a message when there were none."""
+        ...
+
+
+@dataclass(frozen=True)
+class AuthFiles:
+    """The keychain of auth files: `authfile` alone when given, else the usual places."""
+
+    authfile: Path | None = None
+
+    def resolve(self, registry: str, repository: str) -> Credentials | None:
+        return find_credentials(registry, repository, self.authfile)
+
+    def searched(self) -> str:
+        return "looked in " + ", ".join(str(p) for p in auth_file_candidates(self.authfile))
+
+
+@dataclass(frozen=True)
+class StaticCredentials:
+    """One set of credentials (or none) for every repository: for callers that hold them already."""
+
+    credentials: Credentials | None = None
+
+    def resolve(self, registry: str, repository: str) -> Credentials | None:
+        return self.credentials
+
+    def searched(self) -> str:
+        return "none were given to this client"
+
+
+ANONYMOUS = StaticCredentials()
 
 
 def auth_file_candidates(authfile: Path | None) -> list[Path]:

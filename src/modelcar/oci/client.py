@@ -38,7 +38,7 @@ from ..retry import (
 )
 from ..tls import ssl_context
 from . import sendfile
-from .auth import Challenge, Credentials, auth_file_candidates, find_credentials, parse_challenge
+from .auth import AuthFiles, Challenge, Credentials, Keychain, parse_challenge
 from .image import ACCEPT, media_type_of, sha256_digest
 
 TIMEOUT = httpx.Timeout(connect=30.0, read=300.0, write=300.0, pool=None)
@@ -90,14 +90,14 @@ class RegistryClient:
         *,
         tls_verify: bool = True,
         ca_bundle: Path | None = None,
-        authfile: Path | None = None,
+        keychain: Keychain | None = None,
         retry: RetryPolicy | None = None,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         self.registry = registry
         self.host = "registry-1.docker.io" if registry == "docker.io" else registry
         self.tls_verify = tls_verify
-        self.authfile = authfile
+        self.keychain: Keychain = keychain or AuthFiles()
         self.retry = retry or RetryPolicy.from_env()
         self.scheme: str | None = None
         self._scopes: set[str] = set()
@@ -146,7 +146,7 @@ class RegistryClient:
         # which may ask the user): threads challenged together get the first one's answer.
         with self._creds_lock:
             if key not in self._creds_cache:
-                self._creds_cache[key] = find_credentials(self.registry, key, self.authfile)
+                self._creds_cache[key] = self.keychain.resolve(self.registry, key)
             return self._creds_cache[key]
 
     def authenticate(self, response: httpx.Response) -> None:
@@ -255,8 +255,7 @@ class RegistryClient:
             login = f"skopeo login --authfile {creds.source} {self.registry}"
             fix = fix or f"log in again (e.g. `{login}`) or pass --authfile"
         else:  # whatever else is wrong, there are no credentials to begin with
-            looked = ", ".join(str(p) for p in auth_file_candidates(self.authfile))
-            where = f"no credentials for it were found (looked in {looked})"
+            where = f"no credentials for it were found ({self.keychain.searched()})"
             fix = f"log in (e.g. `skopeo login {self.registry}`) or pass --authfile"
         return RegistryError(f"registry {self.registry} denied access (HTTP {status}): {why}; {where}; {fix}", status)
 

@@ -13,6 +13,7 @@ import httpx
 
 from ..errors import ModelcarError
 from ..retry import RetryPolicy, describe_error, is_transient_error
+from .auth import AuthFiles
 from .client import RegistryClient, RegistryError
 from .image import Descriptor, media_type_of, sha256_digest
 from .layers import Part
@@ -46,7 +47,7 @@ class Clients:
                     registry,
                     tls_verify=self.options.tls_verify,
                     ca_bundle=self.options.ca_bundle,
-                    authfile=self.options.authfile,
+                    keychain=AuthFiles(self.options.authfile),
                     retry=self.options.retry,
                 )
             return self._clients[registry]

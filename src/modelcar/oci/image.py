@@ -49,7 +49,8 @@ def sha256_digest(data: bytes) -> str:
 
 
 def canonical_json(value: Any) -> bytes:
-    """The bytes we write for a manifest, config or index: compact, keys in a fixed order."""
+    """The bytes we write for a manifest, config or index: compact, keys in the order the dict
+    was built (not sorted), so the same code writes the same bytes and the digest is stable."""
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
 
 

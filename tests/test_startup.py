@@ -18,12 +18,25 @@ def test_build_push_imports_nothing_heavy() -> None:
     assert out.stdout.split() == []
 
 
-def test_httpx_main_still_works_after_modelcar_is_imported() -> None:
+def test_httpx_main_still_works_after_the_cli_is_imported() -> None:
     code = (
-        "import modelcar, httpx\n"
+        "import modelcar.cli, httpx\n"
         "from click.testing import CliRunner\n"
         "result = CliRunner().invoke(httpx.main, ['--help'])\n"
         "print(result.exit_code, type(httpx.main).__name__)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["0", "Command"]
+
+
+def test_importing_modelcar_as_a_library_leaves_httpx_alone() -> None:
+    # Only the command line puts its placeholder for httpx._main into sys.modules (_lean_httpx).
+    code = (
+        "import sys\n"
+        "import modelcar\n"
+        "print('httpx._main' in sys.modules)\n"
+        "import httpx\n"
+        "print(type(httpx.main).__name__, getattr(sys.modules['httpx._main'], '__file__', None) is not None)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "Command", "True"]

@@ -1,4 +1,4 @@
-"""`python -m modelcar` is the `modelcar` command."""
+"""`python -m modelcar` is the `modelcar` command (cli.py, whose import also keeps httpx's CLI unloaded)."""
 
 from .cli import main
 

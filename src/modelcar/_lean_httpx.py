@@ -1,9 +1,11 @@
 """Keeps httpx from importing its command-line client, which modelcar never runs.
 
 httpx's `__init__` imports `httpx._main` (and with it click, rich and pygments) whenever they are
-installed: about 50 ms of every command's start-up, a tenth of a short push. A placeholder
-module stands in for it until httpx is imported; its `main` loads the real module at first use
-(a call or an attribute, such as a click runner reading `main.name`) and then is the real one.
+installed: about 50 ms of every command's start-up, a tenth of a short push. `install()`, called
+by the command line (cli.py) before httpx is imported, puts a placeholder module in sys.modules
+under that name; its `main` loads the real module at first use (a call or an attribute, such as
+a click runner reading `main.name`) and then is the real one. Importing modelcar as a library
+leaves sys.modules alone.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from . import __version__
+from . import __version__, _lean_httpx
 from .errors import ModelcarError
 from .params import ENV_NAMES, SCHEMES, load_params, shown_default
 from .pipeline import plan, preflight, run_pipeline
@@ -21,6 +21,10 @@ from .results import write_results
 from .stages import BUILD_PUSH, CLEANUP, COMPRESS, DOWNLOAD, REGISTER, STAGE_NAMES
 from .ui import UI
 from .workspace import Workspace
+
+# The command line, not `import modelcar`, keeps httpx's own CLI from loading: before httpx is
+# imported, which none of the imports above does (tests/test_startup.py checks it).
+_lean_httpx.install()
 
 Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
 

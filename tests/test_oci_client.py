@@ -16,7 +16,8 @@ import httpx
 import pytest
 
 from modelcar.oci.auth import ANONYMOUS, AuthFiles, Credentials
-from modelcar.oci.client import RegistryClient, RegistryError
+from modelcar.oci.client import RegistryClient
+from modelcar.oci.errors import RegistryError
 from modelcar.oci.image import Descriptor
 from modelcar.oci.reference import parse_reference
 from modelcar.oci.store import LayoutStore, RegistryStore

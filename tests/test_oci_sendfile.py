@@ -20,7 +20,8 @@ import pytest
 
 from modelcar.oci import sendfile
 from modelcar.oci.auth import ANONYMOUS
-from modelcar.oci.client import RegistryClient, RegistryError
+from modelcar.oci.client import RegistryClient
+from modelcar.oci.errors import RegistryError
 from modelcar.oci.layers import LARGE_FILE, FileRange, ModelDirError, plan_layers, scan_model
 from modelcar.oci.upload import upload_blob
 

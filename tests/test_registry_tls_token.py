@@ -25,7 +25,8 @@ import httpx
 import pytest
 
 from modelcar.oci.auth import AuthFiles
-from modelcar.oci.client import InsecureRealm, RegistryClient, RegistryError
+from modelcar.oci.client import RegistryClient
+from modelcar.oci.errors import InsecureRealm, RegistryError
 from modelcar.retry import RetryPolicy
 
 from .helpers.common import CliResult, run_cli

@@ -8,7 +8,7 @@ import httpx
 import pytest
 from huggingface_hub.errors import HfHubHTTPError
 
-from modelcar.oci.client import RegistryError
+from modelcar.oci.errors import RegistryError
 from modelcar.retry import RetryPolicy, call_with_retries, is_transient_error, is_transient_status, tls_failure
 
 POLICY = RetryPolicy(attempts=4, base_delay=0.01)

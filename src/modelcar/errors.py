@@ -11,7 +11,7 @@ anything else is a bug and says so. The tree (each class in the module that rais
     +-- StageFailed: a stage failed; `.cause` is what it raised, its type kept   (here)
     +-- StageUnavailable                                     (here)
     +-- RegistryError: an OCI registry's error answer, `.status` and the
-    |   |              distribution error `.codes`             (oci/client.py)
+    |   |              distribution error `.codes`             (oci/errors.py)
     |   +-- RegistryUnreachable: no answer at all (DNS, refused, TLS)
     |   +-- InsecureLocation: a plain-http Location or redirect while TLS is verified
     |       +-- InsecureRealm: a token server that is not https

@@ -27,8 +27,8 @@ from ..files import sha256_file
 from ..jsonfile import parse_object
 from ..readyfiles import CompleteDirectory, ReadyFiles
 from .base_check import Fitness, FitnessCache, Platform, check_in_background, scratch
-from .client import RegistryUnreachable
 from .digest_cache import DigestCache
+from .errors import RegistryUnreachable
 from .image import (
     INDEX_TYPES,
     OCI_CONFIG,

@@ -2,23 +2,24 @@
 
 - TLS is verified unless --no-tls-verify, which also allows plain http (tried after https fails).
 - Timeouts are idle timeouts (connect, read, write); there is no total timeout.
-- Connection errors, 408/429/5xx are retried with exponential backoff and jitter (Retry-After honoured).
+- One request path (`request`): every request to the registry, its redirects, its 401 and its
+  retries go through it; the transports beneath it are httpx's and, for model layers on plain
+  http, sendfile's (sendfile.py).
+- What is transient, and the one retry loop, are retry.py's: connection errors and 408/429/5xx,
+  exponential backoff and jitter, Retry-After honoured.
 - Redirects are followed by hand: the Authorization header goes only to the registry's own origin
   (scheme, host, port), never to an upload Location or redirect elsewhere; while TLS is verified,
   a plain-http Location or redirect is refused.
-- Basic and Bearer challenges are answered from the auth file; tokens are cached per scope set.
-  While TLS is verified, a Bearer realm that is not https is refused before anything is sent to
-  it: the Basic credentials would cross the network in the clear (go-containerregistry's
-  validateRealmURL refuses it too).
-- A token that expires mid-push (Harbor's last 30 minutes) is answered like any 401: a new token,
-  and the request sent again (an upload resumes; see upload.py).
+- A 401's challenge is answered by registry_auth.py (Basic, or a Bearer token; credentials from
+  the keychain, auth files by default); a token that expires mid-push (Harbor's last 30 minutes)
+  is answered like any 401: a new token, and the request sent again (an upload resumes; see
+  upload.py).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import ssl
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -27,58 +28,25 @@ from typing import Any
 
 import httpx
 
-from ..errors import ModelcarError
 from ..retry import (
     RetryPolicy,
     call_with_retries,
     describe_error,
     is_transient_error,
     is_transient_status,
-    tls_failure,
 )
 from ..tls import ssl_context
 from . import sendfile
-from .auth import AuthFiles, Challenge, Credentials, Keychain, parse_challenge
+from .auth import AuthFiles, Keychain, parse_challenge
+from .errors import InsecureLocation, RegistryError, RegistryUnreachable, show_url, tls_hint
 from .image import ACCEPT, media_type_of, sha256_digest
+from .registry_auth import RegistryAuth, describe_scopes
 
 TIMEOUT = httpx.Timeout(connect=30.0, read=300.0, write=300.0, pool=None)
 MAX_REDIRECTS = 10
 USER_AGENT = "modelcar"
 
 Body = bytes | Callable[[], Iterable[bytes] | httpx.SyncByteStream] | None
-
-
-class RegistryError(ModelcarError):
-    """A registry answered with an error or could not be reached.
-
-    `status` is the HTTP status (None: no answer), `codes` the distribution spec's error codes
-    from the answer's body (BLOB_UNKNOWN, MANIFEST_INVALID, DENIED...), `retry_after` its
-    Retry-After, for callers that retry themselves."""
-
-    def __init__(
-        self, message: str, status: int | None = None, retry_after: str | None = None, codes: tuple[str, ...] = ()
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.retry_after = retry_after
-        self.codes = codes
-
-
-class RegistryUnreachable(RegistryError):
-    """No answer from the registry at all (name not resolved, connection refused, TLS failed)."""
-
-    def __init__(self, message: str, registry: str, handshake: bool = False) -> None:
-        super().__init__(message)
-        self.registry = registry
-        self.handshake = handshake  # it answered, but not in TLS (or with an untrusted certificate)
-
-
-class InsecureLocation(RegistryError):
-    """A Location or redirect to plain http while TLS is verified: refused, never retried."""
-
-
-class InsecureRealm(InsecureLocation):
-    """A Bearer challenge naming a token server that is not https while TLS is verified."""
 
 
 class RegistryClient:
@@ -97,18 +65,9 @@ class RegistryClient:
         self.registry = registry
         self.host = "registry-1.docker.io" if registry == "docker.io" else registry
         self.tls_verify = tls_verify
-        self.keychain: Keychain = keychain or AuthFiles()
         self.retry = retry or RetryPolicy.from_env()
         self.scheme: str | None = None
-        self._scopes: set[str] = set()
-        self._lock = threading.Lock()
         self._ping_lock = threading.Lock()
-        self._creds_lock = threading.Lock()
-        self._auth_lock = threading.Lock()
-        self._auth_header: str | None = None
-        self._auth_scopes: frozenset[str] = frozenset()
-        self._challenge: Challenge | None = None
-        self._creds_cache: dict[str, Credentials | None] = {}
         verify = ssl_context(tls_verify, ca_bundle)
         limits = httpx.Limits(max_connections=32, max_keepalive_connections=16)
         # Model layers to a plain-http registry go by sendfile (sendfile.py), beneath this client's
@@ -127,137 +86,22 @@ class RegistryClient:
             mounts=mounts,
         )
 
+        self.auth = RegistryAuth(registry, keychain or AuthFiles(), tls_verify, self._with_retries, self._http)
+
+    @property
+    def keychain(self) -> Keychain:
+        return self.auth.keychain
+
     def close(self) -> None:
         self._http.close()
 
-    # ---- scopes and auth -------------------------------------------------------------------
-
     def want(self, repository: str, actions: str) -> None:
         """Adds a token scope (`pull` or `pull,push`) that later requests need."""
-        with self._lock:
-            self._scopes.add(f"repository:{repository}:{actions}")
-
-    def _credentials(self) -> Credentials | None:
-        with self._lock:
-            scopes = list(self._scopes)
-            pushing = sorted(s.split(":")[1] for s in scopes if s.endswith("push"))
-            key = (pushing or sorted(s.split(":")[1] for s in scopes) or [""])[0]
-        # One lookup at a time (not under _lock: it reads files and may run a credential helper,
-        # which may ask the user): threads challenged together get the first one's answer.
-        with self._creds_lock:
-            if key not in self._creds_cache:
-                self._creds_cache[key] = self.keychain.resolve(self.registry, key)
-            return self._creds_cache[key]
+        self.auth.want(repository, actions)
 
     def authenticate(self, response: httpx.Response) -> None:
-        """Answers the 401's challenge; raises when there is nothing better to send."""
-        challenge = parse_challenge(response.headers.get("WWW-Authenticate", ""))
-        if challenge is None:
-            raise RegistryError(
-                f"registry {self.registry} refused access (HTTP 401) without a Basic or Bearer challenge", 401
-            )
-        try:
-            sent = response.request.headers.get("Authorization")
-        except RuntimeError:  # a response built without its request
-            sent = None
-        with self._auth_lock:  # threads challenged together: one fetches, the others use its answer
-            with self._lock:
-                scopes = frozenset(self._scopes)
-                if challenge.params.get("scope"):
-                    scopes = scopes | set(challenge.params["scope"].split())
-                if self._auth_header is not None and self._auth_header != sent and scopes <= self._auth_scopes:
-                    return  # answered by another thread since this request was sent
-            self._answer_challenge(challenge, scopes)
-
-    def _answer_challenge(self, challenge: Challenge, scopes: frozenset[str]) -> None:
-        creds = self._credentials()
-        if challenge.scheme == "basic":
-            if creds is None:
-                raise self._denied(401, "it asks for a user name and password")
-            header = creds.basic_header()
-        else:
-            header = "Bearer " + self._fetch_token(challenge, scopes, creds)
-        with self._lock:
-            self._auth_header = header
-            self._auth_scopes = scopes
-            self._challenge = challenge
-
-    def _fetch_token(self, challenge: Challenge, scopes: frozenset[str], creds: Credentials | None) -> str:
-        realm = challenge.params.get("realm")
-        if not realm:
-            raise RegistryError(f"registry {self.registry} sent a Bearer challenge without a realm", 401)
-        self._check_realm(realm)
-        params: list[tuple[str, str]] = []
-        if challenge.params.get("service"):
-            params.append(("service", challenge.params["service"]))
-        params.extend(("scope", s) for s in sorted(scopes))
-
-        def fetch() -> httpx.Response:
-            if creds is not None and creds.identity_token:
-                form = dict(params[:1])
-                form.update(
-                    grant_type="refresh_token",
-                    refresh_token=creds.identity_token,
-                    client_id=USER_AGENT,
-                    scope=" ".join(sorted(scopes)),
-                )
-                return self._http.post(realm, data=form)
-            headers = {"Authorization": creds.basic_header()} if creds else {}
-            return self._http.get(realm, params=params, headers=headers)
-
-        try:
-            response = self._with_retries(fetch)
-        except httpx.TransportError as exc:
-            raise RegistryError(
-                f"cannot reach the token server of {self.registry} ({self.show(realm)}): "
-                f"{describe_error(exc)}{_tls_hint(exc)}"
-            ) from None
-        if response.status_code in (401, 403):
-            why = "the token server refused the credentials" if creds else "the token server wants credentials"
-            raise self._denied(response.status_code, why)
-        if response.status_code != 200:
-            raise RegistryError(
-                f"the token server of {self.registry} answered HTTP {response.status_code}", response.status_code
-            )
-        try:
-            doc = response.json()
-            return str(doc.get("token") or doc["access_token"])
-        except (ValueError, KeyError, TypeError):
-            raise RegistryError(f"the token server of {self.registry} sent no token") from None
-
-    def _check_realm(self, realm: str) -> None:
-        """Refuses a token server that is not https while TLS is verified: nothing is sent to it."""
-        try:
-            scheme = httpx.URL(realm).scheme
-        except httpx.InvalidURL:
-            scheme = ""
-        if scheme == "https" or (not self.tls_verify and scheme == "http"):
-            return
-        shown = self.show(realm) if scheme else repr(realm[:200])
-        raise InsecureRealm(
-            f"registry {self.registry} names the token server {shown}, which is not https; while TLS is "
-            "verified modelcar sends no credentials there (they would cross the network in the clear). "
-            "Have the registry's token realm use https; pass --no-tls-verify only for a registry and "
-            "network you trust",
-            401,
-        )
-
-    def _known_credentials(self) -> Credentials | None:
-        with self._creds_lock:
-            return next((c for c in self._creds_cache.values() if c is not None), None)
-
-    def _denied(self, status: int, why: str, fix: str = "") -> RegistryError:
-        """A refusal, naming the auth file the credentials came from (or the files looked in).
-        `fix` replaces "log in again" where credentials were sent."""
-        creds = self._known_credentials()
-        if creds is not None and creds.source:
-            where = f"the credentials used came from {creds.source}"
-            login = f"skopeo login --authfile {creds.source} {self.registry}"
-            fix = fix or f"log in again (e.g. `{login}`) or pass --authfile"
-        else:  # whatever else is wrong, there are no credentials to begin with
-            where = f"no credentials for it were found ({self.keychain.searched()})"
-            fix = f"log in (e.g. `skopeo login {self.registry}`) or pass --authfile"
-        return RegistryError(f"registry {self.registry} denied access (HTTP {status}): {why}; {where}; {fix}", status)
+        """Answers the 401's challenge (registry_auth.py); raises when there is nothing better to send."""
+        self.auth.authenticate(response)
 
     # ---- the request loop -----------------------------------------------------------------
 
@@ -270,8 +114,7 @@ class RegistryClient:
 
     def authorization_for(self, url: httpx.URL) -> str | None:
         """The Authorization header to send to `url`: only the registry's own origin gets one."""
-        with self._lock:
-            auth = self._auth_header
+        auth = self.auth.header()
         return auth if auth and _same_origin(url, httpx.URL(self._base())) else None
 
     def url(self, path: str) -> str:
@@ -281,7 +124,7 @@ class RegistryClient:
         """Refuses a plain-http URL (an upload Location, a redirect) while TLS is verified."""
         if self.tls_verify and httpx.URL(str(url)).scheme != "https":
             raise InsecureLocation(
-                f"registry {self.registry} sent the client to {self.show(str(url))}, which is not https; "
+                f"registry {self.registry} sent the client to {show_url(str(url))}, which is not https; "
                 "refusing it while TLS is verified (pass --no-tls-verify only for a registry you trust)"
             )
 
@@ -298,7 +141,7 @@ class RegistryClient:
         try:
             self._with_retries(lambda: self._http.get(f"{scheme}://{self.host}/v2/"), answers=False)
         except httpx.TransportError as exc:
-            hint = _tls_hint(exc) if self.tls_verify else ""
+            hint = tls_hint(exc) if self.tls_verify else ""
             raise RegistryUnreachable(
                 f"cannot reach registry {self.registry}: {describe_error(exc)}{hint}", self.registry, bool(hint)
             ) from None
@@ -360,7 +203,7 @@ class RegistryClient:
         try:
             response = self._with_retries(send_once, ok=ok, stream=stream, attempts=None if retries else 1)
         except httpx.TransportError as exc:
-            raise RegistryError(f"{method} {self.show(url)} failed: {describe_error(exc)}") from None
+            raise RegistryError(f"{method} {show_url(url)} failed: {describe_error(exc)}") from None
         if response.status_code in ok:
             return response
         if stream:
@@ -415,32 +258,28 @@ class RegistryClient:
         if status in (401, 403):
             challenge = parse_challenge(response.headers.get("WWW-Authenticate", ""))
             if challenge is not None and challenge.params.get("error") == "insufficient_scope":
-                wanted = _describe_scopes(challenge.params.get("scope", ""))
-                denied = self._denied(
+                wanted = describe_scopes(challenge.params.get("scope", ""))
+                denied = self.auth.denied(
                     status,
-                    f"{method} {self.show(url)} needs {wanted}, which the token server did not grant "
+                    f"{method} {show_url(url)} needs {wanted}, which the token server did not grant "
                     "(insufficient_scope)",
                     "ask the registry's administrators for that access, or use an account that has it",
                 )
             else:
-                denied = self._denied(
-                    status, f"{method} {self.show(url)} was refused" + (f" ({detail})" if detail else "")
+                denied = self.auth.denied(
+                    status, f"{method} {show_url(url)} was refused" + (f" ({detail})" if detail else "")
                 )
             denied.codes = codes
             return denied
         return RegistryError(
-            f"registry {self.registry} answered HTTP {status} to {method} {self.show(url)}"
+            f"registry {self.registry} answered HTTP {status} to {method} {show_url(url)}"
             + (f" ({detail})" if detail else ""),
             status,
             response.headers.get("Retry-After"),
             codes,
         )
 
-    @staticmethod
-    def show(url: str) -> str:
-        """A URL fit for a message: no query (upload state, signed storage parameters)."""
-        parsed = httpx.URL(url)
-        return str(parsed.copy_with(query=None))
+    show = staticmethod(show_url)
 
     # ---- the distribution API ---------------------------------------------------------------
 
@@ -502,28 +341,6 @@ class RegistryClient:
             ok=(200, 201, 202),
         )
         return sha256_digest(data)
-
-
-def _describe_scopes(scopes: str) -> str:
-    """`repository:a/b:pull,push` -> `pull,push access to repository a/b`."""
-    described = []
-    for scope in scopes.split():
-        kind, _, rest = scope.partition(":")
-        name, _, actions = rest.rpartition(":")
-        actions = ",".join(sorted(actions.split(",")))
-        described.append(f"{actions} access to {kind} {name}" if name else scope)
-    return " and ".join(described) or "more access"
-
-
-def _tls_hint(exc: BaseException) -> str:
-    """What to do when https failed in the handshake; nothing for a name that does not resolve or a
-    refused connection, where --no-tls-verify would not help."""
-    failure = tls_failure(exc)
-    if failure is None:
-        return ""
-    if isinstance(failure, ssl.SSLCertVerificationError):
-        return "; its certificate is not trusted: pass --ca-bundle with the CA that signed it"
-    return "; it does not answer in TLS there: for a plain-http registry pass --no-tls-verify"
 
 
 def _same_origin(a: httpx.URL, b: httpx.URL) -> bool:

@@ -16,7 +16,7 @@ from typing import Any
 
 from ..errors import ModelcarError
 from ..jsonfile import parse_object
-from .client import RegistryError
+from .errors import RegistryError
 from .image import INDEX_TYPES, Descriptor, is_attestation
 from .layers import CONTENT_DIGEST, CONTENT_PATH, CONTENT_TYPE, DIRECTORY_LAYER, FILE_LAYER, ROOT, SIZE_ANNOTATION
 from .layout import REF_NAME

@@ -14,7 +14,8 @@ import httpx
 from ..errors import ModelcarError
 from ..retry import RetryPolicy, describe_error, is_transient_error
 from .auth import AuthFiles
-from .client import RegistryClient, RegistryError
+from .client import RegistryClient
+from .errors import RegistryError
 from .image import Descriptor, media_type_of, sha256_digest
 from .layers import Part
 from .layout import Layout

@@ -25,7 +25,8 @@ from typing import Any, Protocol, TypeVar
 import httpx
 
 from ..retry import is_transient_status
-from .client import InsecureLocation, RegistryClient, RegistryError
+from .client import RegistryClient
+from .errors import InsecureLocation, RegistryError
 from .layers import Part
 from .sendfile import UploadBody
 

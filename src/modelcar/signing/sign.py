@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import UsageError
-from ..oci.client import RegistryError
+from ..oci.errors import RegistryError
 from ..oci.image import OCI_CONFIG, OCI_INDEX, OCI_MANIFEST, Descriptor, canonical_json
 from ..oci.store import RegistryStore, Store
 from .keys import load_private_key

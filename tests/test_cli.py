@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from modelcar import __version__
-from modelcar.params import ENV_NAMES
+from modelcar.param_table import ENV_NAMES
 from tests.helpers.common import REPO_ROOT, clean_env, run_cli
 from tests.helpers.fake_model import write_model_dir
 

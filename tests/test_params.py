@@ -3,7 +3,8 @@ from pathlib import Path
 import pytest
 
 from modelcar.errors import ParameterError
-from modelcar.params import DEFAULT_ALLOW_PATTERNS, DEFAULT_BASE_IMAGE, load_params
+from modelcar.param_table import DEFAULT_ALLOW_PATTERNS, DEFAULT_BASE_IMAGE
+from modelcar.params import load_params
 
 
 def params(cli: dict | None = None, **env: str):

@@ -25,7 +25,8 @@ from typing import Any
 import jsonschema
 import pytest
 
-from modelcar.params import DEFAULT_BASE_IMAGE, ENV_NAMES, PARAMS, load_params, shown_default
+from modelcar.param_table import DEFAULT_BASE_IMAGE, ENV_NAMES, PARAMS, shown_default
+from modelcar.params import load_params
 from modelcar.record import RESULT_PATHS
 from modelcar.stages import COMPRESS, STAGE_NAMES
 

@@ -14,7 +14,8 @@ import click
 
 from . import __version__, _lean_httpx
 from .errors import ModelcarError
-from .params import ENV_NAMES, SCHEMES, load_params, shown_default
+from .param_table import ENV_NAMES, SCHEMES, shown_default
+from .params import load_params
 from .pipeline import plan, preflight, run_pipeline
 from .record import RunRecord
 from .results import write_results

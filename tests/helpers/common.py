@@ -41,7 +41,7 @@ class CliResult:
 
 def clean_env(**extra: str) -> dict[str, str]:
     """The environment without any pipeline parameter the developer may have set."""
-    from modelcar.params import ENV_NAMES, SECRET_ENV_NAMES
+    from modelcar.param_table import ENV_NAMES, SECRET_ENV_NAMES
 
     env = {k: v for k, v in os.environ.items() if k not in set(ENV_NAMES.values()) | set(SECRET_ENV_NAMES)}
     env.pop("HF_ENDPOINT", None)

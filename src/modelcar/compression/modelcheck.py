@@ -8,7 +8,7 @@ from typing import Any
 from ..errors import ParameterError, UsageError
 from ..files import walk_files
 from ..jsonfile import read_object
-from ..params import MAX_GROUP_SIZE, MIN_GROUP_SIZE, PER_CHANNEL
+from ..param_table import MAX_GROUP_SIZE, MIN_GROUP_SIZE, PER_CHANNEL
 from .settings import Settings
 
 COMPRESSED_TENSORS = "compressed-tensors"

@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from ..params import DEFAULT_MAX_PERPLEXITY_RATIO, SCHEMES_WITH_CALIBRATION, Params
+from ..param_table import DEFAULT_MAX_PERPLEXITY_RATIO, SCHEMES_WITH_CALIBRATION
+from ..params import Params
 
 # The calibration samples set aside for --evaluate: a fraction of NUM_CALIBRATION_SAMPLES,
 # at least one and at most this many.

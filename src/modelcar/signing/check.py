@@ -5,7 +5,8 @@ the process that runs build-and-push has what signing needs (the `sign` extra; f
 from __future__ import annotations
 
 from ..errors import ParameterError
-from ..params import SERVICE_ACCOUNT_TOKEN, Params
+from ..param_table import SERVICE_ACCOUNT_TOKEN
+from ..params import Params
 from . import keyless, keys
 
 

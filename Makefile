@@ -12,9 +12,10 @@ MODEL ?=
 IMAGE ?=
 
 # Every pipeline parameter given as NAME=value on the make command line reaches modelcar as the
-# environment variable of the same name (CONTRACT.md): make puts command-line variables into
-# the recipes' environment by itself. (Exporting them all globally would also hand an empty
-# REGISTRY_AUTH_FILE to the test registry, which reads REGISTRY_* variables as its config.)
+# environment variable of the same name, which modelcar reads as that parameter (README,
+# Parameters): make puts command-line variables into the recipes' environment by itself.
+# (Exporting them all globally would also hand an empty REGISTRY_AUTH_FILE to the test registry,
+# which reads REGISTRY_* variables as its config.)
 
 # Test-only tools: Debian packages for the registry and image readers, olah in its own venv,
 # the Tekton linter from npm.

@@ -112,8 +112,8 @@ def check_environment(params: Params, planned: list[PlannedStage]) -> None:
 
 
 def _check_register(params: Params, running: set[str]) -> None:
-    """register-model needs the image in a registry, and TLS unless --no-tls-verify (CONTRACT.md:
-    plain http only with --no-tls-verify, since the token would travel in the clear)."""
+    """register-model needs the image in a registry, and TLS: a plain http:// MODEL_REGISTRY_URL
+    only with --no-tls-verify, since the token would travel in the clear."""
     if (params.registry_url or "").startswith("http://") and params.tls_verify:
         raise ParameterError(
             "MODEL_REGISTRY_URL",

@@ -34,8 +34,6 @@ class Workspace:
         self.original_dir = root / "model-original"
         self.run_json = root / "run.json"
         self.marker = root / MARKER_NAME
-        self.lock_path = root / LOCK_NAME
-        self._lock_fd: int | None = None
 
     def own_entries(self) -> list[Path]:
         """Everything in the workspace but the marker, the lock and foreign volume entries."""

@@ -73,7 +73,3 @@ def build_recipe(settings: Settings, config: dict[str, Any] | None = None) -> li
     if settings.scheme == "fp8-dynamic":
         return [QuantizationModifier(targets=list(TARGETS), scheme="FP8_DYNAMIC", ignore=list(IGNORE))]
     raise ValueError(f"unknown scheme {settings.scheme!r}")  # params.py validated it already
-
-
-def describe_recipe(modifiers: list[Any]) -> list[str]:
-    return [type(modifier).__name__ for modifier in modifiers]

@@ -2,9 +2,10 @@
 
 It contacts nobody until `connect()`, which picks the API version: the one asked for, or v1 with
 a fallback to v1alpha3 when the server answers 404 on v1. Every request is retried with backoff
-and jitter on connection errors, 429 (honouring Retry-After) and 5xx. The bearer token lives in
-the client's headers only: httpx drops it on a redirect to another origin, and every message
-that leaves this module is scrubbed of it.
+and jitter on what retry.py deems transient (connection errors, 408, 429 honouring Retry-After,
+5xx but 501 and 505; not a failed TLS handshake). The bearer token lives in the client's headers
+only: httpx drops it on a redirect to another origin, and every message that leaves this module
+is scrubbed of it.
 """
 
 from __future__ import annotations
@@ -128,9 +129,6 @@ class ModelRegistryClient:
 
     def create_registered_model(self, body: Json) -> Json:
         return self._call("POST", "/registered_models", f"creating registered model {body.get('name')!r}", body)
-
-    def update_registered_model(self, model_id: str, body: Json) -> Json:
-        return self._call("PATCH", f"/registered_models/{model_id}", f"updating registered model {model_id}", body)
 
     # -- model versions -------------------------------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""Hugging Face Hub source: resolve a revision, download a filtered snapshot, clear errors.
+"""Hugging Face Hub source: resolve a revision, download the files the allow patterns select, clear errors.
 
 Uses the real huggingface_hub client, so HF_ENDPOINT, proxies and the Hub's own resume logic
 apply. The token is passed to the client and never appears in a message.
@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TypeVar
 
 import httpx
-from huggingface_hub import HfApi, get_hf_file_metadata, hf_hub_download, hf_hub_url, snapshot_download
+from huggingface_hub import HfApi, get_hf_file_metadata, hf_hub_download, hf_hub_url
 from huggingface_hub import constants as hf_constants
 from huggingface_hub.errors import (
     EntryNotFoundError,
@@ -85,34 +85,6 @@ def resolve(repo_id: str, revision: str, token: str | None) -> ResolvedRepo:
 def matching(files: tuple[str, ...], patterns: tuple[str, ...]) -> list[str]:
     """The files the allow patterns select, with the Hub's own matching (used for local sources too)."""
     return sorted(filter_repo_objects(list(files), allow_patterns=list(patterns)))
-
-
-def download(
-    resolved: ResolvedRepo, patterns: tuple[str, ...], target: Path, token: str | None, progress: bool
-) -> None:
-    """Downloads the matching files of the resolved commit into target (resuming what is there)."""
-    (enable_progress_bars if progress else disable_progress_bars)()
-
-    def fetch() -> None:
-        snapshot_download(
-            resolved.repo_id,
-            revision=resolved.sha,
-            local_dir=target,
-            allow_patterns=list(patterns),
-            token=token or False,
-            endpoint=endpoint(),
-        )
-
-    try:
-        with_network_retries(fetch)
-    except GatedRepoError:
-        raise HubError(_gated_message(resolved.repo_id, token)) from None
-    except (RepositoryNotFoundError, RevisionNotFoundError):
-        raise HubError(_not_found_message(resolved.repo_id, token)) from None
-    except HfHubHTTPError as exc:
-        raise HubError(_http_message(exc, resolved.repo_id, resolved.revision, token)) from None
-    except (httpx.TransportError, LocalEntryNotFoundError) as exc:
-        raise HubError(_network_message(exc)) from None
 
 
 def download_files(

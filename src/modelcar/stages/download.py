@@ -1,6 +1,6 @@
 """The download-model stage: a Hub repo (or a local directory) -> <workspace>/model.
 
-Files land in <workspace>/model.partial first (the Hub client resumes there after a crash) and
+Files land in <workspace>/model.partial first (a download cut short resumes there) and
 the directory is renamed to model/ only when complete, so a half download is never taken for a
 finished one. Each file appears there under its name only once complete; it is then hashed and
 listed in the workspace's download record (download_record.py), which build-and-push may follow

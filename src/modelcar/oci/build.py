@@ -24,13 +24,11 @@ from typing import Any
 
 from ..errors import ModelcarError
 from ..files import sha256_file
-from ..jsonfile import parse_object
 from ..readyfiles import CompleteDirectory, ReadyFiles
 from .base_check import Fitness, FitnessCache, Platform, check_in_background, scratch
 from .digest_cache import DigestCache
 from .errors import RegistryUnreachable
 from .image import (
-    INDEX_TYPES,
     OCI_CONFIG,
     OCI_INDEX,
     OCI_MANIFEST,
@@ -40,12 +38,11 @@ from .image import (
     build_index,
     extend_config,
     extend_manifest,
-    is_attestation,
     scratch_config,
 )
 from .layers import Entry, LayerPlan, plan_layers
 from .reference import ImageRef, LayoutRef, RegistryRef
-from .store import AbortableBlob, ClientOptions, Clients, Store, open_store
+from .store import AbortableBlob, ClientOptions, Clients, Store, open_store, read_manifests
 
 WORKERS = 4
 
@@ -344,37 +341,13 @@ def _read_base(origin: Store | None) -> tuple[list[BasePlatform], str | None]:
     if origin is None:
         return [BasePlatform(None, [], scratch_config())], None
     try:
-        data, media_type, digest = origin.manifest(origin.ref.reference)
+        found = read_manifests(origin, origin.ref.reference, f"the base image {origin.ref}", ImageError)
     except RegistryUnreachable as exc:
         if isinstance(origin.ref, RegistryRef):
             raise BaseUnreachable(origin.ref, exc) from None
         raise
-    doc = _json(data, f"the base image {origin.ref}")
-    if media_type in INDEX_TYPES:
-        platforms = []
-        for entry in doc.get("manifests", []):
-            descriptor = Descriptor.from_json(entry)
-            if is_attestation(descriptor):
-                continue
-            child, _, _ = origin.manifest(descriptor.digest)
-            platforms.append(_platform(origin, descriptor, _json(child, f"manifest {descriptor.digest}")))
-        if not platforms:
-            raise ImageError(f"the base image {origin.ref} is an index without any platform image")
-        return platforms, digest
-    return [_platform(origin, None, doc)], digest
-
-
-def _platform(origin: Store, descriptor: Descriptor | None, manifest: dict[str, Any]) -> BasePlatform:
-    try:
-        config_digest = manifest["config"]["digest"]
-        layers = [Descriptor.from_json(layer) for layer in manifest.get("layers", [])]
-    except (KeyError, TypeError):
-        raise ImageError(f"the base image {origin.ref} has a manifest without config or layers") from None
-    return BasePlatform(descriptor, layers, origin.json_blob(config_digest))
-
-
-def _json(data: bytes, what: str) -> dict[str, Any]:
-    return parse_object(data, ImageError, what)
+    platforms = [BasePlatform(p.descriptor, p.layers, origin.json_blob(p.config_digest)) for p in found.platforms]
+    return platforms, found.digest
 
 
 def _write_manifests(

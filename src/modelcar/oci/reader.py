@@ -17,11 +17,20 @@ from typing import Any
 from ..errors import ModelcarError
 from ..jsonfile import parse_object
 from .errors import RegistryError
-from .image import INDEX_TYPES, Descriptor, is_attestation
+from .image import Descriptor
 from .layers import CONTENT_DIGEST, CONTENT_PATH, CONTENT_TYPE, DIRECTORY_LAYER, FILE_LAYER, ROOT, SIZE_ANNOTATION
 from .layout import REF_NAME
 from .reference import ImageRef
-from .store import ClientOptions, Clients, LayoutStore, RegistryStore, Store, open_store
+from .store import (
+    ClientOptions,
+    Clients,
+    LayoutStore,
+    PlatformManifest,
+    RegistryStore,
+    Store,
+    open_store,
+    read_manifests,
+)
 
 MODEL_HISTORY = ("modelcar:", "olot ")
 BLOB_LIMIT = 16 << 20  # a signature bundle is a few KiB
@@ -171,36 +180,18 @@ class ImageReader:
 
     def read(self) -> ImageView:
         """The manifest (every platform of an index) and configs; no layer is read."""
-        data, media_type, digest = self.store.manifest(self.ref.reference)
-        doc = _json(data, f"the image {self.ref}")
-        if media_type in INDEX_TYPES:
-            platforms = []
-            for entry in doc.get("manifests", []):
-                descriptor = Descriptor.from_json(entry)
-                if is_attestation(descriptor):
-                    continue
-                child, _, child_digest = self.store.manifest(descriptor.digest)
-                platforms.append(
-                    self._platform(_json(child, f"manifest {descriptor.digest}"), child_digest, descriptor)
-                )
-            if not platforms:
-                raise ImageReadError(f"the image {self.ref} is an index without any platform image")
-        else:
-            platforms = [self._platform(doc, digest, None)]
-        return ImageView(str(self.ref), digest, media_type, dict(doc.get("annotations") or {}), platforms)
+        found = read_manifests(self.store, self.ref.reference, f"the image {self.ref}", ImageReadError)
+        platforms = [self._platform(p) for p in found.platforms]
+        annotations = dict(found.doc.get("annotations") or {})
+        return ImageView(str(self.ref), found.digest, found.media_type, annotations, platforms)
 
-    def _platform(self, manifest: dict[str, Any], digest: str, descriptor: Descriptor | None) -> PlatformImage:
-        try:
-            config_digest = str(manifest["config"]["digest"])
-            layers = [Descriptor.from_json(layer) for layer in manifest.get("layers", [])]
-        except (KeyError, TypeError):
-            raise ImageReadError(f"the image {self.ref} has a manifest without config or layers") from None
-        config = self.store.json_blob(config_digest)
-        plat = (descriptor.platform if descriptor else None) or config
+    def _platform(self, found: PlatformManifest) -> PlatformImage:
+        config = self.store.json_blob(found.config_digest)
+        plat = (found.descriptor.platform if found.descriptor else None) or config
         name = f"{plat.get('os', '?')}/{plat.get('architecture', '?')}"
         name += f"/{plat['variant']}" if plat.get("variant") else ""
-        model = _model_layers(layers, config)
-        return PlatformImage(name, digest, manifest, config_digest, config, layers, model)
+        model = _model_layers(found.layers, config)
+        return PlatformImage(name, found.digest, found.manifest, found.config_digest, config, found.layers, model)
 
     def layer_chunks(self, layer: Descriptor, offset: int = 0) -> Iterator[bytes]:
         """A layer's bytes, streamed (a registry's broken connections resume with Range); more

@@ -12,11 +12,12 @@ from typing import Any
 import httpx
 
 from ..errors import ModelcarError
+from ..jsonfile import parse_object
 from ..retry import RetryPolicy, describe_error, is_transient_error
 from .auth import AuthFiles
 from .client import RegistryClient
 from .errors import RegistryError
-from .image import Descriptor, media_type_of, sha256_digest
+from .image import INDEX_TYPES, Descriptor, is_attestation, media_type_of, sha256_digest
 from .layers import Part
 from .layout import Layout
 from .reference import ImageRef, LayoutRef, RegistryRef
@@ -276,3 +277,58 @@ def open_store(ref: ImageRef, clients: Clients) -> Store:
     if isinstance(ref, LayoutRef):
         return LayoutStore(ref)
     return RegistryStore(ref, clients.get(ref.registry))
+
+
+@dataclass(frozen=True)
+class PlatformManifest:
+    """One platform's manifest: its entry in the index (None for a lone manifest), its digest,
+    the manifest, its config's digest and its layers."""
+
+    descriptor: Descriptor | None
+    digest: str
+    manifest: dict[str, Any]
+    config_digest: str
+    layers: list[Descriptor]
+
+
+@dataclass(frozen=True)
+class ImageManifests:
+    """What `reference` names in a store: the top document (an index or a manifest), its media type
+    and digest, and the manifest of every platform (attestations left out)."""
+
+    doc: dict[str, Any]
+    media_type: str
+    digest: str
+    platforms: list[PlatformManifest]
+
+
+def read_manifests(store: Store, reference: str, what: str, error: type[ModelcarError]) -> ImageManifests:
+    """The index or manifest `reference` and each platform's manifest; what is not a JSON object,
+    a manifest without config or layers, or an index of no platform raises `error`, whose message
+    names `what` ("the base image X")."""
+    data, media_type, digest = store.manifest(reference)
+    doc = parse_object(data, error, what)
+    if media_type not in INDEX_TYPES:
+        return ImageManifests(doc, media_type, digest, [_platform_manifest(doc, digest, None, what, error)])
+    platforms = []
+    for entry in doc.get("manifests", []):
+        descriptor = Descriptor.from_json(entry)
+        if is_attestation(descriptor):
+            continue
+        child, _, child_digest = store.manifest(descriptor.digest)
+        manifest = parse_object(child, error, f"manifest {descriptor.digest}")
+        platforms.append(_platform_manifest(manifest, child_digest, descriptor, what, error))
+    if not platforms:
+        raise error(f"{what} is an index without any platform image")
+    return ImageManifests(doc, media_type, digest, platforms)
+
+
+def _platform_manifest(
+    manifest: dict[str, Any], digest: str, descriptor: Descriptor | None, what: str, error: type[ModelcarError]
+) -> PlatformManifest:
+    try:
+        config_digest = str(manifest["config"]["digest"])
+        layers = [Descriptor.from_json(layer) for layer in manifest.get("layers", [])]
+    except (KeyError, TypeError):
+        raise error(f"{what} has a manifest without config or layers") from None
+    return PlatformManifest(descriptor, digest, manifest, config_digest, layers)

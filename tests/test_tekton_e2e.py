@@ -260,6 +260,32 @@ def test_whole_pipeline_from_the_hub_to_the_model_registry(
 
 
 @pytest.mark.slow
+def test_delete_after_push_leaves_the_workspace_without_the_model(
+    run_pipeline: Callable[..., Run], hub: Any, oci_registry: Any, busybox_layout: Path
+) -> None:
+    files = fake_model_files(seed=67)
+    hub.create_repo("tekton/delete-after", files)
+    repo = "tekton/delete-after"
+    run = run_pipeline(
+        {
+            "HUGGINGFACE_MODEL": "tekton/delete-after",
+            "OCI_IMAGE": f"{oci_registry.host}/{repo}:1",
+            "BASE_IMAGE": f"oci:{busybox_layout}",
+            "TLS_VERIFY": "false",
+            "DELETE_AFTER_PUSH": "true",
+        },
+        env={"HF_ENDPOINT": hub.endpoint},
+        secrets_={"huggingface-secret": {"HUGGINGFACE_TOKEN": secrets.HUB_TOKEN}},
+    )
+    assert run.result.status == SUCCEEDED, {n: t.output[-2000:] for n, t in run.result.tasks.items()}
+    digest, pushed = image_files(oci_registry.host, repo, "1")
+    assert model_files_in(pushed) == allowed(files)
+    assert run.result.results["IMAGE_DIGEST"] == digest
+    model = run.workspace / "model"
+    assert not model.exists() or [p for p in model.rglob("*") if p.is_file()] == []  # each file went once pushed
+
+
+@pytest.mark.slow
 @pytest.mark.compress
 def test_whole_pipeline_with_compression(
     run_pipeline: Callable[..., Run],
@@ -474,6 +500,7 @@ def test_a_wrong_sign_key_password_stops_the_run_in_validate(
         ({"MODEL_REGISTRY_URL": "registry.example.com"}, "MODEL_REGISTRY_URL"),
         ({"MODEL_REGISTRY_URL": "http://registry.example.com"}, "MODEL_REGISTRY_URL"),
         ({"COMPRESS_MODEL": "maybe"}, "COMPRESS_MODEL"),
+        ({"COMPRESS_MODEL": "true", "DELETE_AFTER_PUSH": "true"}, "DELETE_AFTER_PUSH"),
     ],
 )
 def test_a_bad_parameter_stops_the_run_before_any_work(

@@ -18,13 +18,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.common import clean_env, free_port, run_cli
+from tests.helpers.common import clean_env, free_port, retry_env, run_cli
 from tests.helpers.fake_model import write_model_dir
 from tests.helpers.hub import Hub
 from tests.helpers.oci_registry import Registry
 from tests.helpers.secrets import MODEL_REGISTRY_TOKEN, REGISTRY_PASSWORD
 
-FAST_RETRIES = {"MODELCAR_HTTP_RETRIES": "2", "MODELCAR_HTTP_BACKOFF": "0.01"}
+FAST_RETRIES = retry_env(attempts=2)
 
 
 @dataclass

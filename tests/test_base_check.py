@@ -28,7 +28,8 @@ from .helpers.base_images import (
     tar_of,
     whiteout,
 )
-from .helpers.common import CliResult, clean_env, free_port, run_cli
+from .helpers.common import CliResult, clean_env, free_port, retry_env, run_cli
+from .helpers.fake_model import LLAMA_CONFIG, write_model_dir
 from .helpers.oci_registry import Registry, push_layout
 
 try:
@@ -38,7 +39,7 @@ try:
 except ImportError:
     HAS_ZSTD = False
 
-FAST = {"MODELCAR_HTTP_RETRIES": "1", "MODELCAR_HTTP_BACKOFF": "0.01"}
+FAST = retry_env(attempts=1)  # one try: these failures are not transient, or do not pass
 UNRESOLVABLE = "base.registry.invalid"  # .invalid never resolves (RFC 6761), offline or not
 
 
@@ -222,9 +223,7 @@ def test_an_aborted_push_stops_the_check(tmp_path: Path) -> None:
 
 def workspace(tmp_path: Path, name: str = "ws") -> Path:
     ws = tmp_path / name
-    (ws / "model").mkdir(parents=True)
-    (ws / "model" / "config.json").write_text('{"architectures": ["LlamaForCausalLM"]}')
-    (ws / "model" / "model.safetensors").write_bytes(b"\0" * 4096)
+    write_model_dir(ws / "model", {"config.json": LLAMA_CONFIG, "model.safetensors": b"\0" * 4096})
     return ws
 
 

@@ -6,7 +6,6 @@ The proxy lives in tests/helpers/fault_proxy.py; tests/test_faults_registry.py r
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 
 import httpx
@@ -16,19 +15,15 @@ from modelcar.oci.digest_cache import DigestCache
 from modelcar.oci.layers import plan_layers, scan_model
 from modelcar.oci.reference import parse_reference
 from modelcar.oci.store import ClientOptions
-from modelcar.retry import RetryPolicy
 
+from .helpers.fake_model import MIB, write_model_dir
+from .helpers.fake_registry import FAST
 from .helpers.fault_proxy import TcpFaultProxy
 from .helpers.oci_registry import Registry
 
-MIB = 1 << 20
-
 
 def test_cut_connections_still_give_the_same_image(oci_registry: Registry, tmp_path: Path) -> None:
-    model = tmp_path / "model"
-    model.mkdir()
-    (model / "weights.safetensors").write_bytes(os.urandom(24 * MIB))
-    (model / "config.json").write_text("{}")
+    model = write_model_dir(tmp_path / "model", {"weights.safetensors": 24 * MIB, "config.json": "{}"})
     plans = plan_layers(scan_model(model))
     expected = {"sha256:" + hashlib.sha256(b"".join(p.stream().chunks())).hexdigest() for p in plans}
 
@@ -38,7 +33,7 @@ def test_cut_connections_still_give_the_same_image(oci_registry: Registry, tmp_p
             model,
             parse_reference(f"{proxy.host}/faults/model:1"),
             None,
-            ClientOptions(tls_verify=False, retry=RetryPolicy(base_delay=0.01, max_delay=0.05)),
+            ClientOptions(tls_verify=False, retry=FAST),
             {},
             DigestCache(None),
         )

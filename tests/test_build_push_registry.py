@@ -25,25 +25,24 @@ from modelcar.oci.reference import parse_reference
 from modelcar.oci.store import ClientOptions
 
 from .helpers.common import REPO_ROOT, run_cli, wait_for
+from .helpers.fake_model import LLAMA_CONFIG, MIB, Content, write_model_dir
 from .helpers.fault_proxy import HttpFaultProxy, ProxyRequest, Stall
 from .helpers.image_check import NEEDS_SKOPEO_UMOCI, assert_models_equal, build_push_args, unpack
 from .helpers.oci_registry import Registry, push_layout
 from .helpers.oci_schemas import validate_registry_image
 
 pytestmark = NEEDS_SKOPEO_UMOCI
-MIB = 1 << 20
 
 
 def make_workspace(tmp_path: Path, name: str = "ws") -> Path:
     workspace = tmp_path / name
-    model = workspace / "model"
-    (model / "sub").mkdir(parents=True)
-    (model / "config.json").write_text('{"architectures": ["LlamaForCausalLM"]}')
-    (model / "sub" / "config.json").write_text('{"nested": true}')
-    (model / "README.md").write_text("# card\n")
-    for i in (1, 2):
-        (model / f"model-0000{i}-of-00002.safetensors").write_bytes(os.urandom(17 * MIB + i))
-    os.symlink("config.json", model / "alias.json")
+    files: dict[str, Content] = {
+        "config.json": LLAMA_CONFIG,
+        "sub/config.json": '{"nested": true}',
+        "README.md": "# card\n",
+    }
+    files |= {f"model-0000{i}-of-00002.safetensors": 17 * MIB + i for i in (1, 2)}
+    write_model_dir(workspace / "model", files, links={"alias.json": "config.json"})
     return workspace
 
 
@@ -211,10 +210,7 @@ def test_an_olot_made_layout_is_pushed_by_our_client(
 ) -> None:
     olot_layout = tmp_path / "olot"
     shutil.copytree(busybox_layout, olot_layout)
-    olot_model = tmp_path / "olot-model"
-    olot_model.mkdir()
-    (olot_model / "weights.bin").write_bytes(os.urandom(MIB))
-    (olot_model / "README.md").write_text("olot card")
+    olot_model = write_model_dir(tmp_path / "olot-model", {"weights.bin": MIB, "README.md": "olot card"})
     subprocess.run(
         [str(OLOT), str(olot_layout), str(olot_model / "weights.bin"), "-m", str(olot_model / "README.md")],
         check=True,
@@ -269,10 +265,7 @@ def test_plain_http_needs_no_tls_verify(oci_registry: Registry, tmp_path: Path) 
 
 def _slow_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failing: str | None) -> Path:
     """a.safetensors streams in 68 chunks of 0.1 s (about 7 s); `failing` cannot be read at all."""
-    model = tmp_path / "model"
-    model.mkdir()
-    for name in ("a.safetensors", "b.safetensors"):
-        (model / name).write_bytes(os.urandom(17 * MIB))
+    model = write_model_dir(tmp_path / "model", {"a.safetensors": 17 * MIB, "b.safetensors": 17 * MIB})
     monkeypatch.setattr(layers_module, "READ_SIZE", 256 * 1024)
     original = FileRange.read
 
@@ -337,9 +330,7 @@ def test_model_layers_upload_while_the_base_is_still_being_read(
     def decide(request: ProxyRequest) -> Stall | None:
         return Stall() if request.kind == "GET manifest" and request.number == 1 else None
 
-    model = tmp_path / "model"
-    model.mkdir()
-    (model / "weights.safetensors").write_bytes(os.urandom(17 << 20))
+    model = write_model_dir(tmp_path / "model", {"weights.safetensors": 17 * MIB})
     seen: dict[str, bool] = {}
     with HttpFaultProxy(oci_registry.host, decide) as proxy:
 

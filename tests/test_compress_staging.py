@@ -16,19 +16,18 @@ from modelcar.compression.staging import DONE, PARTIAL, RESULT, STAMP, Staging, 
 from modelcar.errors import UsageError
 from modelcar.workspace import Workspace
 
+from .helpers.fake_model import write_model_dir
+
 KEY = {"scheme": "gptq", "bits": 4, "group_size": 128}
 
 
 def write_model(directory: Path, name: str, compressed: bool = False) -> Path:
-    directory.mkdir(parents=True)
+    directory.mkdir(parents=True)  # a fresh directory, never one left over
     config: dict = {"model_type": "llama", "name": name}
     if compressed:
         config["quantization_config"] = {"quant_method": "compressed-tensors"}
-    (directory / "config.json").write_text(json.dumps(config))
-    (directory / "model.safetensors").write_bytes(name.encode() * 100)
-    (directory / "sub").mkdir()
-    (directory / "sub" / "tokenizer.json").write_text(name)
-    return directory
+    files = {"config.json": json.dumps(config), "model.safetensors": name.encode() * 100, "sub/tokenizer.json": name}
+    return write_model_dir(directory, files)
 
 
 def name_of(directory: Path) -> str:

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers.common import MODELCAR, clean_env, run_cli
+from tests.helpers.fake_model import model_files
 from tests.helpers.hub import Hub
 from tests.helpers.secrets import captured_output
 
@@ -21,11 +22,7 @@ BIG = 24 * 1024 * 1024
 
 @pytest.fixture(scope="module")
 def big_repo(hub: Hub) -> tuple[str, dict[str, bytes]]:
-    files = {
-        "config.json": b'{"a": 1}',
-        "model.safetensors": os.urandom(BIG),
-        "extra.safetensors": os.urandom(BIG // 3),
-    }
+    files = model_files({"config.json": '{"a": 1}', "model.safetensors": BIG, "extra.safetensors": BIG // 3})
     hub.create_repo("acme/big-model", files)
     return "acme/big-model", files
 

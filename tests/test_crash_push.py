@@ -26,6 +26,7 @@ import pytest
 from modelcar.oci.layout import Layout
 
 from .helpers.common import run_cli, wait_for
+from .helpers.fake_model import write_fault_model
 from .helpers.fault_proxy import Action, HttpFaultProxy, ProxyRequest, Stall
 from .helpers.image_check import (
     MIB,
@@ -39,7 +40,6 @@ from .helpers.image_check import (
     pull_and_compare,
     temp_files,
     unpack_layout_and_compare,
-    write_fault_model,
 )
 from .helpers.oci_registry import Registry, push_layout
 from .helpers.secrets import captured_output

@@ -10,14 +10,17 @@ import pytest
 from huggingface_hub import HfApi, hf_hub_download, snapshot_download
 from huggingface_hub.errors import EntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError
 
+from tests.helpers.fake_model import model_files
 from tests.helpers.fast_hub import LFS_THRESHOLD, FastHub
 
-FILES = {
-    "config.json": b'{"model_type": "llama"}',
-    "tokenizer/vocab.txt": b"a\nb\nc\n",
-    "model-00001-of-00002.safetensors": os.urandom(2 * LFS_THRESHOLD + 12345),
-    "model-00002-of-00002.safetensors": os.urandom(3 << 20),
-}
+FILES = model_files(
+    {
+        "config.json": '{"model_type": "llama"}',
+        "tokenizer/vocab.txt": "a\nb\nc\n",
+        "model-00001-of-00002.safetensors": 2 * LFS_THRESHOLD + 12345,
+        "model-00002-of-00002.safetensors": 3 << 20,
+    }
+)
 
 
 @pytest.fixture

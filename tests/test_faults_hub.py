@@ -8,12 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.common import clean_env, run_cli
+from tests.helpers.common import clean_env, retry_env, run_cli
 from tests.helpers.fake_model import fake_model_files
 from tests.helpers.fault_proxy import HttpFaultProxy, ProxyRequest, Reply, TcpFaultProxy
 from tests.helpers.hub import Hub
-
-FAST_RETRY = {"MODELCAR_HTTP_RETRIES": "6", "MODELCAR_HTTP_BACKOFF": "0.05"}
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +23,7 @@ def repo(hub: Hub) -> tuple[str, dict[str, bytes]]:
 
 def download_through(endpoint: str, repo_id: str, tmp_path: Path) -> tuple[int, str, Path]:
     ws = tmp_path / "ws"
-    env = clean_env(HF_ENDPOINT=endpoint, MODELCAR_WORKSPACE=str(ws), HF_HOME=str(tmp_path / "hf"), **FAST_RETRY)
+    env = clean_env(HF_ENDPOINT=endpoint, MODELCAR_WORKSPACE=str(ws), HF_HOME=str(tmp_path / "hf"), **retry_env())
     result = run_cli("download", "--model", repo_id, "--allow-patterns", "*", env=env, timeout=180)
     return result.returncode, result.output, ws
 

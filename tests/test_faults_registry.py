@@ -26,6 +26,7 @@ import bcrypt
 import pytest
 
 from .helpers.common import CliResult, run_cli
+from .helpers.fake_model import write_fault_model
 from .helpers.fault_proxy import (
     Action,
     BlobStorageServer,
@@ -46,7 +47,6 @@ from .helpers.image_check import (
     new_workspace,
     pull_and_compare,
     unpack_layout_and_compare,
-    write_fault_model,
 )
 from .helpers.oci_registry import Registry, push_layout, start_registry, stop_registry
 from .helpers.secrets import REGISTRY_PASSWORD, leaks

@@ -12,6 +12,7 @@ import pytest
 from modelcar.retry import RetryPolicy
 from modelcar.sources import hub, hub_transfer
 
+from .helpers.common import retry_env
 from .helpers.fast_hub import LFS_THRESHOLD, FastHub
 
 BIG = os.urandom(LFS_THRESHOLD + 4_000_003)
@@ -54,7 +55,8 @@ def test_what_a_killed_run_left_is_kept_and_the_rest_asked_for(fast_hub: FastHub
 
 
 def test_a_connection_cut_mid_body_resumes(fast_hub: FastHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("MODELCAR_HTTP_BACKOFF", "0.01")
+    for name, value in retry_env().items():
+        monkeypatch.setenv(name, value)
     fast_hub.cut("w.safetensors", 3_000_000)
     _download(tmp_path / "out")
     assert (tmp_path / "out" / "w.safetensors").read_bytes() == BIG

@@ -14,10 +14,10 @@ import pytest
 
 from .helpers import model_signing_tool
 from .helpers.common import REPO_ROOT, run_cli
+from .helpers.fake_model import LLAMA_CONFIG, MIB, write_model_dir
 from .helpers.image_check import NEEDS_SKOPEO_UMOCI, build_push_args
 from .helpers.oci_registry import Registry
 
-MIB = 1 << 20
 OLOT = REPO_ROOT / ".tools" / "olot-venv" / "bin" / "olot"
 OLOT_KEYS = (
     "olot.layer.content.digest",
@@ -30,14 +30,14 @@ pytestmark = NEEDS_SKOPEO_UMOCI
 
 
 def _model(root: Path, extra_small: int = 0) -> Path:
-    model = root / "model"
-    (model / "sub").mkdir(parents=True)
-    (model / "config.json").write_text('{"architectures": ["LlamaForCausalLM"]}')
-    (model / "sub" / "tokenizer.json").write_text('{"version": "1.0"}')
-    (model / "model.safetensors").write_bytes(bytes(range(256)) * (4 * MIB // 256))
-    (model / "README.md").write_text("# card\n")
-    for i in range(extra_small):
-        (model / "sub" / f"piece-{i:03d}.txt").write_text(f"piece {i}\n")
+    files = {
+        "config.json": LLAMA_CONFIG,
+        "sub/tokenizer.json": '{"version": "1.0"}',
+        "model.safetensors": bytes(range(256)) * (4 * MIB // 256),
+        "README.md": "# card\n",
+        **{f"sub/piece-{i:03d}.txt": f"piece {i}\n" for i in range(extra_small)},
+    }
+    write_model_dir(root / "model", files)
     return root
 
 

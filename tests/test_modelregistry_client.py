@@ -18,12 +18,14 @@ from modelcar.retry import RetryPolicy, parse_retry_after
 from tests.helpers.common import free_port
 from tests.helpers.secrets import MODEL_REGISTRY_TOKEN
 
-FAST = RetryPolicy(attempts=4, base_delay=0.01, max_delay=5.0)
+# Not the tests' fast setting (fake_registry.FAST): the waits are recorded, not slept, so they may be
+# long; the cap lets a Retry-After of 2 s through, and the messages count four tries.
+RETRY = RetryPolicy(attempts=4, base_delay=0.01, max_delay=5.0)
 
 
 def client_for(url: str, sleeps: list[float] | None = None, **kwargs: object) -> ModelRegistryClient:
     record = sleeps if sleeps is not None else []
-    return ModelRegistryClient(url, retry=FAST, sleep=record.append, **kwargs)  # type: ignore[arg-type]
+    return ModelRegistryClient(url, retry=RETRY, sleep=record.append, **kwargs)  # type: ignore[arg-type]
 
 
 # -- metadata values ------------------------------------------------------------------------------
@@ -130,7 +132,7 @@ def test_5xx_bursts_are_retried_with_backoff(model_registry) -> None:
     with client_for(model_registry.url, sleeps, log=logged.append) as client:
         assert client.connect() == "v1"
     assert [e.status for e in model_registry.exchanges] == [503, 503, 500, 200]
-    assert len(sleeps) == 3 and all(0 <= s <= FAST.base_delay * 4 for s in sleeps)
+    assert len(sleeps) == 3 and all(0 <= s <= RETRY.base_delay * 4 for s in sleeps)
     assert "HTTP 503" in logged[0] and "attempt 2 of 4" in logged[0]
 
 
@@ -154,7 +156,7 @@ def test_5xx_that_never_ends_is_an_error_with_the_status(model_registry) -> None
     with client_for(model_registry.url) as client, pytest.raises(ModelRegistryApiError) as caught:
         client.connect()
     assert caught.value.status == 503
-    assert len(model_registry.exchanges) == FAST.attempts
+    assert len(model_registry.exchanges) == RETRY.attempts
 
 
 def test_unreachable_server_after_retries() -> None:
@@ -163,8 +165,8 @@ def test_unreachable_server_after_retries() -> None:
     with client_for(url, sleeps) as client, pytest.raises(ModelRegistryUnreachable) as caught:
         client.connect()
     assert "cannot reach the Model Registry" in str(caught.value)
-    assert f"tried {FAST.attempts} times" in str(caught.value)
-    assert len(sleeps) == FAST.attempts - 1
+    assert f"tried {RETRY.attempts} times" in str(caught.value)
+    assert len(sleeps) == RETRY.attempts - 1
 
 
 # -- answers outside the spec (auth proxies, redirects): a mock transport ------------------------

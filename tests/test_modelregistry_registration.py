@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 
 from modelcar.modelregistry import ModelRegistryClient, Registration, VersionConflict, metadata, register
-from modelcar.retry import RetryPolicy
+from tests.helpers.fake_registry import FAST
 from tests.helpers.model_registry_server import ApiError, FakeModelRegistry
 
 DIGEST_A = "sha256:" + "a" * 64
@@ -35,7 +35,7 @@ def wanted(version: str = "1.0.0", digest: str = DIGEST_A, **properties: object)
 
 
 def run(server: FakeModelRegistry, what: Registration, overwrite: bool = False, **kwargs: object):  # type: ignore[no-untyped-def]
-    retry = RetryPolicy(attempts=3, base_delay=0.0)
+    retry = dataclasses.replace(FAST, attempts=3)  # three tries: a burst of three 500s exhausts them
     with ModelRegistryClient(server.url, retry=retry, **kwargs) as client:  # type: ignore[arg-type]
         return register(client, what, overwrite=overwrite)
 

@@ -12,23 +12,25 @@ import pytest
 
 from modelcar.oci.layers import LARGE_FILE, ModelDirError, plan_layers, scan_model
 
+from .helpers.fake_model import write_model_dir
+
 
 def _stream_bytes(plan) -> bytes:  # type: ignore[no-untyped-def]
     return b"".join(plan.stream().chunks())
 
 
 def _model(tmp_path: Path) -> Path:
-    model = tmp_path / "model"
-    (model / "sub" / "deep").mkdir(parents=True)
+    files = {
+        "config.json": '{"a": 1}',
+        "README.md": "# card\n",
+        "sub/config.json": '{"sub": true}',
+        "sub/deep/t.txt": "deep",
+        "shard-1.safetensors": LARGE_FILE + 1000,
+        "shard-2.safetensors": LARGE_FILE,
+        "ünïcode-" + "n" * 120 + ".json": "{}",
+    }
+    model = write_model_dir(tmp_path / "model", files, links={"alias.json": "config.json"})
     (model / "empty").mkdir()
-    (model / "config.json").write_text('{"a": 1}')
-    (model / "README.md").write_text("# card\n")
-    (model / "sub" / "config.json").write_text('{"sub": true}')
-    (model / "sub" / "deep" / "t.txt").write_text("deep")
-    (model / "shard-1.safetensors").write_bytes(os.urandom(LARGE_FILE + 1000))
-    (model / "shard-2.safetensors").write_bytes(os.urandom(LARGE_FILE))
-    (model / ("ünïcode-" + "n" * 120 + ".json")).write_text("{}")
-    os.symlink("config.json", model / "alias.json")
     os.chmod(model / "config.json", 0o600)
     return model
 

@@ -5,13 +5,13 @@ refuse what breaks the spec first, so a pass means something."""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from .helpers.common import run_cli
+from .helpers.fake_model import LLAMA_CONFIG, MIB, write_model_dir
 from .helpers.image_check import NEEDS_SKOPEO_UMOCI, build_push_args, image_record
 from .helpers.oci_registry import Registry
 from .helpers.oci_schemas import validate, validate_layout, validate_registry_image
@@ -69,13 +69,9 @@ def test_the_validator_refuses_a_config_without_os_or_architecture() -> None:
 
 
 def _workspace(root: Path, files: int = 3) -> Path:
-    model = root / "model"
-    (model / "sub").mkdir(parents=True)
-    (model / "config.json").write_text('{"architectures": ["LlamaForCausalLM"]}')
-    (model / "model.safetensors").write_bytes(os.urandom(1 << 20))
-    for number in range(files):
-        (model / "sub" / f"part-{number}.json").write_text(json.dumps({"n": number}))
-    os.symlink("config.json", model / "alias.json")
+    parts = {f"sub/part-{number}.json": json.dumps({"n": number}) for number in range(files)}
+    model_files = {"config.json": LLAMA_CONFIG, "model.safetensors": MIB, **parts}
+    write_model_dir(root / "model", model_files, links={"alias.json": "config.json"})
     return root
 
 

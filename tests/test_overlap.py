@@ -19,7 +19,8 @@ import pytest
 
 from modelcar.oci.layers import plan_layers, scan_model
 
-from .helpers.common import MODELCAR, clean_env, run_cli, wait_for
+from .helpers.common import MODELCAR, clean_env, retry_env, run_cli, wait_for
+from .helpers.fake_model import LLAMA_CONFIG, model_files, write_model_dir
 from .helpers.fast_hub import FastHub
 from .helpers.image_check import MIB, NEEDS_SKOPEO_UMOCI, pull_and_compare
 from .helpers.oci_registry import Registry
@@ -33,22 +34,20 @@ REPO = "acme/overlap"
 
 @pytest.fixture(scope="module")
 def files() -> dict[str, bytes]:
-    return {
-        "config.json": b'{"architectures": ["LlamaForCausalLM"]}',
-        "tokenizer.json": b'{"version": "1.0"}',
-        "sub/generation_config.json": b'{"max_new_tokens": 16}',
-        FIRST: os.urandom(24 * MIB + 5),
-        LAST: os.urandom(18 * MIB),
-    }
+    return model_files(
+        {
+            "config.json": LLAMA_CONFIG,
+            "tokenizer.json": '{"version": "1.0"}',
+            "sub/generation_config.json": '{"max_new_tokens": 16}',
+            FIRST: 24 * MIB + 5,
+            LAST: 18 * MIB,
+        }
+    )
 
 
 @pytest.fixture(scope="module")
 def model_dir(files: dict[str, bytes], tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("overlap-model") / "model"
-    for name, data in files.items():
-        (root / name).parent.mkdir(parents=True, exist_ok=True)
-        (root / name).write_bytes(data)
-    return root
+    return write_model_dir(tmp_path_factory.mktemp("overlap-model") / "model", files)
 
 
 @pytest.fixture(scope="module")
@@ -85,8 +84,7 @@ def _env(hub: FastHub, workspace: Path, **extra: str) -> dict[str, str]:
         HF_ENDPOINT=hub.endpoint,
         MODELCAR_WORKSPACE=str(workspace),
         HF_HOME=str(workspace.parent / "hf-home"),
-        MODELCAR_HTTP_RETRIES="3",
-        MODELCAR_HTTP_BACKOFF="0.02",
+        **retry_env(attempts=3),
         **extra,
     )
 

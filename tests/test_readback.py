@@ -19,22 +19,22 @@ from modelcar.oci.image import OCI_CONFIG, OCI_LAYER, OCI_MANIFEST, Blob, Descri
 from modelcar.oci.layout import Layout
 
 from .helpers.common import REPO_ROOT, clean_env, run_cli
+from .helpers.fake_model import LLAMA_CONFIG, MIB, write_model_dir
 from .helpers.image_check import NEEDS_SKOPEO_UMOCI, build_push_args
 from .helpers.oci_registry import Registry, push_layout
 
 pytestmark = NEEDS_SKOPEO_UMOCI
-MIB = 1 << 20
 OLOT = REPO_ROOT / ".tools" / "olot-venv" / "bin" / "olot"
 
 
 def _workspace(root: Path) -> Path:
-    model = root / "model"
-    (model / "sub").mkdir(parents=True)
-    (model / "config.json").write_text('{"architectures": ["LlamaForCausalLM"]}')
-    (model / "sub" / "tokenizer.json").write_text('{"version": "1.0"}')
-    (model / "model.safetensors").write_bytes(os.urandom(17 * MIB))
-    (model / "README.md").write_text("# card\n")
-    os.symlink("config.json", model / "alias.json")
+    files = {
+        "config.json": LLAMA_CONFIG,
+        "sub/tokenizer.json": '{"version": "1.0"}',
+        "model.safetensors": 17 * MIB,
+        "README.md": "# card\n",
+    }
+    write_model_dir(root / "model", files, links={"alias.json": "config.json"})
     return root
 
 

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from modelcar.modelregistry import metadata
-from tests.helpers.common import clean_env, free_port, run_cli
+from tests.helpers.common import clean_env, free_port, retry_env, run_cli
+from tests.helpers.fake_model import write_model_dir
 from tests.helpers.model_registry_server import FakeModelRegistry
 from tests.helpers.secrets import MODEL_REGISTRY_TOKEN
 
@@ -25,11 +26,8 @@ CARD = "---\nlicense: mit\n---\n# Tiny\n\nA tiny model for tests.\n"
 
 
 def make_workspace(root: Path, digest: str = DIGEST_A, image: dict | None = None, **sections: object) -> Path:
-    model = root / "model"
-    model.mkdir(parents=True, exist_ok=True)
     files = {"README.md": CARD.encode(), "config.json": b'{"model_type": "llama"}', "model.safetensors": b"\0" * 64}
-    for name, data in files.items():
-        (model / name).write_bytes(data)
+    write_model_dir(root / "model", files)
     record: dict[str, object] = {
         "version": 1,
         "stages": {},
@@ -48,7 +46,7 @@ def make_workspace(root: Path, digest: str = DIGEST_A, image: dict | None = None
 
 
 def register(workspace: Path, server_url: str, *extra: str, token: str | None = MODEL_REGISTRY_TOKEN, **env: str):  # type: ignore[no-untyped-def]
-    environment = clean_env(MODELCAR_HTTP_RETRIES="3", MODELCAR_HTTP_BACKOFF="0.01", **env)
+    environment = clean_env(**retry_env(attempts=3), **env)
     if token is not None:
         environment["MODEL_REGISTRY_TOKEN"] = token
     args = ["register", "--workspace", str(workspace), "--registry-url", server_url, "--no-tls-verify"]
@@ -212,7 +210,7 @@ def test_no_image_in_a_registry(tmp_path: Path, registry: FakeModelRegistry, ima
 
 
 def test_plain_http_needs_no_tls_verify(tmp_path: Path, registry: FakeModelRegistry) -> None:
-    """CONTRACT.md: plain http only with --no-tls-verify (the token would travel in the clear)."""
+    """A plain http:// Model Registry only with --no-tls-verify (the token would travel in the clear)."""
     workspace = make_workspace(tmp_path / "ws")
     env = clean_env(MODEL_REGISTRY_TOKEN=MODEL_REGISTRY_TOKEN)
     result = run_cli(

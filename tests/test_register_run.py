@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from modelcar.modelregistry import metadata
-from tests.helpers.common import clean_env, run_cli
+from tests.helpers.common import clean_env, retry_env, run_cli
+from tests.helpers.fake_model import write_model_dir
 from tests.helpers.model_registry_server import FakeModelRegistry
 from tests.helpers.oci_registry import Registry
 from tests.helpers.secrets import MODEL_REGISTRY_TOKEN
@@ -21,12 +22,12 @@ from tests.helpers.secrets import MODEL_REGISTRY_TOKEN
 
 @pytest.fixture
 def model_dir(tmp_path: Path) -> Path:
-    source = tmp_path / "tiny-model"
-    source.mkdir()
-    (source / "config.json").write_text('{"model_type": "llama"}')
-    (source / "model.safetensors").write_bytes(bytes(range(256)) * 16)
-    (source / "notes.txt").write_text("trained for tests\n")
-    return source
+    files = {
+        "config.json": '{"model_type": "llama"}',
+        "model.safetensors": bytes(range(256)) * 16,
+        "notes.txt": "trained for tests\n",
+    }
+    return write_model_dir(tmp_path / "tiny-model", files)
 
 
 def modelcar_run(
@@ -38,7 +39,7 @@ def modelcar_run(
     *extra: str,
     token: str = MODEL_REGISTRY_TOKEN,
 ):  # type: ignore[no-untyped-def]
-    env = clean_env(MODEL_REGISTRY_TOKEN=token, MODELCAR_HTTP_RETRIES="2", MODELCAR_HTTP_BACKOFF="0.01")
+    env = clean_env(MODEL_REGISTRY_TOKEN=token, **retry_env(attempts=2))
     args = ["run", "--model", str(model), "--workspace", str(workspace), "--image", image]
     args += ["--base-image", f"oci:{base}", "--no-tls-verify", "--registry-url", registry_url, "--model-name", "tiny"]
     return run_cli(*args, *extra, "--json", env=env, timeout=300)

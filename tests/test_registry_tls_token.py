@@ -16,6 +16,7 @@ refused, and the token server never sees a request, let alone an Authorization h
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import time
 from collections.abc import Iterator
@@ -27,9 +28,10 @@ import pytest
 from modelcar.oci.auth import AuthFiles
 from modelcar.oci.client import RegistryClient
 from modelcar.oci.errors import InsecureRealm, RegistryError
-from modelcar.retry import RetryPolicy
 
 from .helpers.common import CliResult, run_cli
+from .helpers.fake_model import LLAMA_CONFIG, write_model_dir
+from .helpers.fake_registry import FAST
 from .helpers.fault_proxy import TcpFaultProxy
 from .helpers.image_check import MIB, NEEDS_SKOPEO_UMOCI, fault_env, image_record, new_workspace, unpack
 from .helpers.oci_registry import REGISTRY_BIN, Registry, RegistryTls, start_registry, stop_registry
@@ -93,13 +95,13 @@ def registry(
 @pytest.fixture(scope="module")
 def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Two shards of a layer each (6 and 5 MiB), small files, a card."""
-    path = tmp_path_factory.mktemp("tls-model") / "model"
-    path.mkdir()
-    (path / "model-00001-of-00002.safetensors").write_bytes(_pattern(6 * MIB, 1))
-    (path / "model-00002-of-00002.safetensors").write_bytes(_pattern(5 * MIB + 7, 2))
-    (path / "config.json").write_text('{"architectures": ["LlamaForCausalLM"]}')
-    (path / "README.md").write_text("# tls test model\n")
-    return path
+    files = {
+        "model-00001-of-00002.safetensors": _pattern(6 * MIB, 1),
+        "model-00002-of-00002.safetensors": _pattern(5 * MIB + 7, 2),
+        "config.json": LLAMA_CONFIG,
+        "README.md": "# tls test model\n",
+    }
+    return write_model_dir(tmp_path_factory.mktemp("tls-model") / "model", files)
 
 
 def _pattern(size: int, seed: int) -> bytes:
@@ -364,7 +366,7 @@ def _bearer_registry(realm: str, token_requests: list[httpx.Request]) -> httpx.M
 
 def test_client_refuses_an_http_realm_only_while_tls_is_verified(tmp_path: Path) -> None:
     authfile = write_authfile(tmp_path / "auth.json", "reg.test", "pusher", REGISTRY_PASSWORD)
-    fast = RetryPolicy(attempts=2, base_delay=0.0)
+    fast = dataclasses.replace(FAST, attempts=2)
     seen: list[httpx.Request] = []
     client = RegistryClient(
         "reg.test", keychain=AuthFiles(authfile), retry=fast, transport=_bearer_registry("http://auth.test/token", seen)

@@ -20,13 +20,13 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from .helpers import model_signing_tool
 from .helpers.common import clean_env, run_cli
+from .helpers.fake_model import LLAMA_CONFIG, MIB, write_model_dir
 from .helpers.fault_proxy import HttpFaultProxy, ProxyRequest, Reply
 from .helpers.image_check import NEEDS_SKOPEO_UMOCI, build_push_args
 from .helpers.oci_registry import Registry
 from .helpers.oci_schemas import validate_registry_image
 from .helpers.secrets import SIGN_KEY_PASSWORD
 
-MIB = 1 << 20
 MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 INDEX = "application/vnd.oci.image.index.v1+json"
 
@@ -37,12 +37,13 @@ def signing_tool() -> None:
 
 
 def _workspace(root: Path) -> Path:
-    model = root / "ws" / "model"
-    (model / "sub").mkdir(parents=True)
-    (model / "config.json").write_text('{"architectures": ["LlamaForCausalLM"]}')
-    (model / "sub" / "tokenizer.json").write_text('{"version": "1.0"}')
-    (model / "model.safetensors").write_bytes(bytes(range(256)) * (2 * MIB // 256))
-    (model / "README.md").write_text("# card\n")
+    files = {
+        "config.json": LLAMA_CONFIG,
+        "sub/tokenizer.json": '{"version": "1.0"}',
+        "model.safetensors": bytes(range(256)) * (2 * MIB // 256),
+        "README.md": "# card\n",
+    }
+    write_model_dir(root / "ws" / "model", files)
     return root / "ws"
 
 

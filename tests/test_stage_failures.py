@@ -16,14 +16,17 @@ from modelcar.pipeline import run_pipeline
 from modelcar.stages import BUILD_PUSH
 from modelcar.ui import UI
 
+from .helpers.common import retry_env
+from .helpers.fake_model import LLAMA_CONFIG, write_model_dir
+
 
 def test_a_push_to_nowhere_fails_the_stage_with_its_own_error(
     busybox_layout: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("MODELCAR_HTTP_BACKOFF", "0.01")
+    for name, value in retry_env().items():
+        monkeypatch.setenv(name, value)
     workspace = tmp_path / "ws"
-    (workspace / "model").mkdir(parents=True)
-    (workspace / "model" / "config.json").write_text('{"architectures": ["LlamaForCausalLM"]}')
+    write_model_dir(workspace / "model", {"config.json": LLAMA_CONFIG})
     with socket.create_server(("127.0.0.1", 0)) as unused:
         port = unused.getsockname()[1]  # closed again: nothing listens there
     cli = {

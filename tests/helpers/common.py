@@ -15,6 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from modelcar.retry import ATTEMPTS_ENV, BACKOFF_ENV
+
+from .fake_registry import FAST
 from .secrets import captured_output
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -51,6 +54,13 @@ def clean_env(**extra: str) -> dict[str, str]:
     env["XDG_CACHE_HOME"] = str(SESSION_CACHE)
     env.update(extra)
     return env
+
+
+def retry_env(attempts: int = FAST.attempts, backoff: float = FAST.base_delay) -> dict[str, str]:
+    """The tests' fast retry setting (fake_registry.FAST) as a modelcar process reads it
+    (MODELCAR_HTTP_RETRIES, MODELCAR_HTTP_BACKOFF); a test that needs its own number of tries or
+    longer waits gives them."""
+    return {ATTEMPTS_ENV: str(attempts), BACKOFF_ENV: str(backoff)}
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None, timeout: float = 600) -> CliResult:

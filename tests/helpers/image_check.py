@@ -1,5 +1,6 @@
-"""What the fault and crash tests share: the model they push, the CLI call, and the checks that the
-image which came out is the model, byte for byte, and that an OCI layout holds nothing half-written."""
+"""What the fault and crash tests share: the CLI call, and the checks that the image which came out
+is the model (fake_model.write_fault_model), byte for byte, and that an OCI layout holds nothing
+half-written."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import pytest
 
 from modelcar.files import sha256_file
 
-from .common import MODELCAR, clean_env
+from .common import MODELCAR, clean_env, retry_env
 from .oci_schemas import validate_layout
 
 MIB = 1 << 20
@@ -22,8 +23,8 @@ MIB = 1 << 20
 NEEDS_SKOPEO_UMOCI = pytest.mark.skipif(
     not (shutil.which("skopeo") and shutil.which("umoci")), reason="skopeo and umoci are needed (make install-test)"
 )
-# Fast retries: the faults are many, the waits should not be (Retry-After is still honoured).
-FAST_RETRY = {"MODELCAR_HTTP_RETRIES": "10", "MODELCAR_HTTP_BACKOFF": "0.02"}
+# Fast retries, ten tries: the faults are many, the waits should not be (Retry-After is still honoured).
+FAULT_RETRY = retry_env(attempts=10, backoff=0.02)
 
 
 def unpack(tmp_path: Path, source: str, name: str, *skopeo_args: str) -> Path:
@@ -56,20 +57,6 @@ def assert_models_equal(rootfs: Path, model: Path) -> None:
             assert dst.stat().st_mode & 0o777 == 0o755
 
 
-def write_fault_model(path: Path) -> Path:
-    """36 MiB: two shards of a layer each (over 16 MiB, unequal, so one is done well before the other),
-    small files (a layer each), a card, a link."""
-    (path / "sub").mkdir(parents=True)
-    (path / "model-00001-of-00002.safetensors").write_bytes(os.urandom(20 * MIB))
-    (path / "model-00002-of-00002.safetensors").write_bytes(os.urandom(16 * MIB + 3))
-    (path / "config.json").write_text('{"architectures": ["LlamaForCausalLM"]}')
-    (path / "tokenizer.json").write_text('{"version": "1.0"}')
-    (path / "sub" / "generation_config.json").write_text('{"max_new_tokens": 16}')
-    (path / "README.md").write_text("# fault-test model\n")
-    os.symlink("config.json", path / "alias.json")
-    return path
-
-
 def new_workspace(root: Path, model: Path) -> Path:
     """A workspace holding nothing but a copy of `model` (no run.json, no remembered digests)."""
     shutil.copytree(model, root / "model", symlinks=True)
@@ -77,7 +64,7 @@ def new_workspace(root: Path, model: Path) -> Path:
 
 
 def fault_env(**extra: str) -> dict[str, str]:
-    return clean_env(**FAST_RETRY, **extra)
+    return clean_env(**FAULT_RETRY, **extra)
 
 
 def build_push_args(workspace: Path, image: str, base: str, *extra: str) -> list[str]:

@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from .cli import TLS_OPTIONS, _option, exit_on_failure, main
+from .cli import exit_on_failure, main
+from .cli_options import TLS_OPTIONS, env_option
 from .params import load_params
 from .ui import UI
 
@@ -24,7 +25,7 @@ if TYPE_CHECKING:
 # The commands import their logic (and httpx) when they run: every other command starts faster.
 
 REGISTRY_OPTIONS = [
-    _option(
+    env_option(
         "--authfile",
         field="authfile",
         help="Registry credentials file (docker config.json / containers auth.json).",

@@ -25,6 +25,7 @@ from modelcar.oci.errors import RegistryError
 from modelcar.oci.layers import LARGE_FILE, FileRange, ModelDirError, plan_layers, scan_model
 from modelcar.oci.upload import upload_blob
 
+from .helpers.fake_model import write_model_dir
 from .helpers.fake_registry import FAST, FakeRegistry
 from .helpers.oci_registry import Registry
 
@@ -84,10 +85,7 @@ def answer(conn: socket.socket, status: str, headers: dict[str, str] | None = No
 
 @pytest.fixture
 def layer(tmp_path: Path):  # type: ignore[no-untyped-def]
-    model = tmp_path / "model"
-    model.mkdir()
-    (model / "weights.safetensors").write_bytes(os.urandom(LARGE_FILE + 12345))
-    (model / "config.json").write_text('{"a": 1}')
+    model = write_model_dir(tmp_path / "model", {"weights.safetensors": LARGE_FILE + 12345, "config.json": '{"a": 1}'})
     plans = plan_layers(scan_model(model))
     return next(p for p in plans if p.title == "weights.safetensors").stream()
 

@@ -9,7 +9,6 @@ anything else is a bug and says so. The tree (each class in the module that rais
     |   +-- CalibrationDataError, MissingExtra,
     |       NotACausalLM, ModelNotFound                      (compression/)
     +-- StageFailed: a stage failed; `.cause` is what it raised, its type kept   (here)
-    +-- StageUnavailable                                     (here)
     +-- RegistryError: an OCI registry's error answer, `.status` and the
     |   |              distribution error `.codes`             (oci/errors.py)
     |   +-- RegistryUnreachable: no answer at all (DNS, refused, TLS)
@@ -21,14 +20,14 @@ anything else is a bug and says so. The tree (each class in the module that rais
     +-- ModelRegistryError                                   (modelregistry/errors.py)
     |   +-- ModelRegistryUnreachable, AuthRefused, NotAModelRegistry, VersionConflict
     |   +-- ModelRegistryApiError: an error answer, `.status`; NotFound (404), Conflict (409)
-    +-- HubError (hub.py), TransferError (hub_transfer.py), DownloadFailed (readyfiles.py)
+    +-- HubError, TransferError (sources/hub.py, sources/hub_transfer.py), DownloadFailed (readyfiles.py)
     +-- QualityGateFailed, CompressionFailed, OutOfMemory    (compression/)
     +-- SignatureInvalid, ImageNotSigned, SigstoreUnreachable (signing/)
     +-- NotEnoughSpace, WorkspaceBusy, UnsafeSymlink, NothingMatched, FilesDeleted, NoPushedImage
 
 Inside a transfer, a few plain exceptions carry state between layers and never reach the user:
 upload.py's UploadInterrupted and SessionLost, sendfile.py's SendFailed (an httpx.NetworkError),
-hub_transfer.py's Interrupted.
+sources/hub_transfer.py's Interrupted.
 
 What is transient (worth another try) is decided in one place, retry.py, for every server.
 """
@@ -57,10 +56,6 @@ class ParameterError(UsageError):
         self.value = value
         self.accepted = accepted
         super().__init__(f"invalid {name}={value!r}: {accepted}")
-
-
-class StageUnavailable(ModelcarError):
-    """A stage that this build of modelcar does not provide."""
 
 
 class StageFailed(ModelcarError):

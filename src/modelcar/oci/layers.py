@@ -74,10 +74,6 @@ class Entry:
     # (model.partial -> model) when it ends; the file itself (inode) stays the same.
     alt_path: Path | None = field(default=None, compare=False)
 
-    @property
-    def tar_name(self) -> str:
-        return f"{ROOT}/{self.name}"
-
 
 def scan_model(model_dir: Path) -> list[Entry]:
     """Every entry under `model_dir`, sorted; refuses what would be unsafe or unreadable in the image."""

@@ -92,9 +92,6 @@ class Layout:
     def has_blob(self, digest: str) -> bool:
         return self.blob_path(digest).is_file()
 
-    def blob_size(self, digest: str) -> int:
-        return self.blob_path(digest).stat().st_size
-
     def open_blob(self, digest: str, offset: int = 0) -> Iterator[bytes]:
         with open(self.blob_path(digest), "rb", buffering=0) as handle:
             handle.seek(offset)

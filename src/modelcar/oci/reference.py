@@ -60,9 +60,6 @@ class RegistryRef:
     def with_digest(self, digest: str) -> RegistryRef:
         return RegistryRef(self.registry, self.repository, None, digest)
 
-    def with_tag(self, tag: str) -> RegistryRef:
-        return RegistryRef(self.registry, self.repository, tag, None)
-
     def __str__(self) -> str:
         text = self.name
         if self.tag:

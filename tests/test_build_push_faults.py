@@ -12,7 +12,8 @@ import httpx
 
 from modelcar.oci.build import build_and_push
 from modelcar.oci.digest_cache import DigestCache
-from modelcar.oci.layers import plan_layers, scan_model
+from modelcar.oci.layers import plan_layers
+from modelcar.oci.model_dir import scan_model
 from modelcar.oci.reference import parse_reference
 from modelcar.oci.store import ClientOptions
 

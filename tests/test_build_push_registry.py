@@ -19,8 +19,9 @@ from modelcar.oci import layers as layers_module
 from modelcar.oci.build import build_and_push
 from modelcar.oci.digest_cache import DigestCache
 from modelcar.oci.image import OCI_INDEX, OCI_MANIFEST, Blob, Descriptor
-from modelcar.oci.layers import FileRange, ModelDirError
+from modelcar.oci.layers import FileRange
 from modelcar.oci.layout import Layout
+from modelcar.oci.model_dir import ModelDirError
 from modelcar.oci.reference import parse_reference
 from modelcar.oci.store import ClientOptions
 

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from modelcar.oci.layers import LARGE_FILE, ModelDirError, plan_layers, scan_model
+from modelcar.oci.layers import LARGE_FILE, plan_layers
+from modelcar.oci.model_dir import ModelDirError, scan_model
 
 from .helpers.fake_model import write_model_dir
 

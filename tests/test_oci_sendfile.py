@@ -22,7 +22,8 @@ from modelcar.oci import sendfile
 from modelcar.oci.auth import ANONYMOUS
 from modelcar.oci.client import RegistryClient
 from modelcar.oci.errors import RegistryError
-from modelcar.oci.layers import LARGE_FILE, FileRange, ModelDirError, plan_layers, scan_model
+from modelcar.oci.layers import LARGE_FILE, FileRange, plan_layers
+from modelcar.oci.model_dir import ModelDirError, scan_model
 from modelcar.oci.upload import upload_blob
 
 from .helpers.fake_model import write_model_dir

@@ -17,7 +17,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from modelcar.oci.layers import plan_layers, scan_model
+from modelcar.oci.layers import plan_layers
+from modelcar.oci.model_dir import scan_model
 
 from .helpers.common import MODELCAR, clean_env, retry_env, run_cli, wait_for
 from .helpers.fake_model import LLAMA_CONFIG, model_files, write_model_dir

@@ -703,7 +703,8 @@ def test_without_compression_build_and_push_runs_beside_download_model(
     """Proven by order: the stand-in Hub holds the last shard back until the registry has the
     first shard's layer, so the run completes only if build-and-push pushed while download-model
     was still downloading."""
-    from modelcar.oci.layers import plan_layers, scan_model
+    from modelcar.oci.layers import plan_layers
+    from modelcar.oci.model_dir import scan_model
 
     from .helpers.fast_hub import FastHub
 

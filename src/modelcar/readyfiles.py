@@ -22,7 +22,7 @@ from typing import Any, Protocol
 
 from . import download_record as dr
 from .errors import ModelcarError
-from .oci.layers import Entry, scan_model
+from .oci.model_dir import Entry, scan_model
 
 POLL_S = 0.05
 DEFAULT_STALE_S = 60.0

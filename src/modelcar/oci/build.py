@@ -40,7 +40,8 @@ from .image import (
     extend_manifest,
     scratch_config,
 )
-from .layers import Entry, LayerPlan, plan_layers
+from .layers import LayerPlan, plan_layers
+from .model_dir import Entry
 from .reference import ImageRef, LayoutRef, RegistryRef
 from .store import AbortableBlob, ClientOptions, Clients, Store, open_store, read_manifests
 

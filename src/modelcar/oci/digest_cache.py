@@ -19,7 +19,8 @@ import threading
 from pathlib import Path
 
 from .. import atomic
-from .layers import Entry, LayerPlan
+from .layers import LayerPlan
+from .model_dir import Entry
 
 CACHE_VERSION = 1
 

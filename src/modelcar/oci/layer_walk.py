@@ -24,7 +24,7 @@ from typing import IO
 from ..errors import ModelcarError
 from .image import Descriptor
 from .layer_stream import LayerStream, LayerStreamError
-from .layers import ROOT
+from .model_dir import ROOT
 from .reader import ImageReader, ModelFile, PlatformImage, model_file
 from .rootfs import MAX_SYMLINKS, WHITEOUT
 

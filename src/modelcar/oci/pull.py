@@ -36,7 +36,7 @@ from .layer_walk import (
     verify_layers,
     walk_layer,
 )
-from .layers import ROOT
+from .model_dir import ROOT
 from .reader import ImageReader, ModelFile, PlatformImage
 
 __all__ = [

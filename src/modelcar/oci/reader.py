@@ -18,8 +18,9 @@ from ..errors import ModelcarError
 from ..jsonfile import parse_object
 from .errors import RegistryError
 from .image import Descriptor
-from .layers import CONTENT_DIGEST, CONTENT_PATH, CONTENT_TYPE, DIRECTORY_LAYER, FILE_LAYER, ROOT, SIZE_ANNOTATION
+from .layers import CONTENT_DIGEST, CONTENT_PATH, CONTENT_TYPE, DIRECTORY_LAYER, FILE_LAYER, SIZE_ANNOTATION
 from .layout import REF_NAME
+from .model_dir import ROOT
 from .reference import ImageRef
 from .store import (
     ClientOptions,

@@ -18,7 +18,7 @@ from pathlib import Path
 from .. import atomic
 from ..files import sha256_file
 from ..oci.digest_cache import DigestCache
-from ..oci.layers import Entry, scan_model
+from ..oci.model_dir import Entry, scan_model
 from .sign import GIT_PATHS
 
 # (files {path: sha256:...}, name, paths left out) -> signature bundle bytes

@@ -158,8 +158,8 @@ def upload_blob(
 
 
 def _start(client: RegistryClient, repository: str) -> str:
-    """Opens an upload session; returns its URL."""
-    response = client.request("POST", f"/v2/{repository}/blobs/uploads/", ok=(202,))
+    """Opens an upload session; returns its URL (202 by the spec; 201 taken too, as before)."""
+    response = client.request("POST", f"/v2/{repository}/blobs/uploads/", ok=(201, 202))
     return _location(client, response)
 
 

@@ -132,12 +132,14 @@ test: install-test
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-# The build-push benchmark against olot + skopeo and the floor, then an import end to end with
-# download and push overlapped or not, against oci-modelcar and the seed's way (not part of `make test`).
+# The build-push benchmark against olot + skopeo and the floor, on plain http and then on TLS,
+# then an import end to end with download and push overlapped or not, against oci-modelcar and
+# the seed's way (not part of `make test`).
 BENCH_ARGS ?= --size-gib 1 --shards 2
 OVERLAP_ARGS ?= --sizes 1:2,4:8
 bench: install-test
 	$(BIN)/python bench/build_push.py $(BENCH_ARGS)
+	$(BIN)/python bench/build_push.py --tls $(BENCH_ARGS)
 	$(BIN)/python bench/overlap.py $(OVERLAP_ARGS)
 
 # Quantization quality on the real model: perplexity, size, time and memory of each scheme

@@ -279,8 +279,6 @@ class RegistryClient:
             codes,
         )
 
-    show = staticmethod(show_url)
-
     # ---- the distribution API ---------------------------------------------------------------
 
     def get_manifest(self, repository: str, reference: str) -> tuple[bytes, str, str]:

@@ -1,4 +1,14 @@
-"""`modelcar build-push` against a real docker-registry on loopback, read back with skopeo and umoci."""
+"""`modelcar build-push` against a real docker-registry on loopback, read back with skopeo and umoci:
+a clean push and its annotations, a second push that sends no layer, an OCI layout destination,
+a base mounted from the same registry, an index base, an olot-made base, scratch, and the refusals
+(a link leaving the model, plain http without --no-tls-verify).
+
+The other build-push tests: through faults injected by a proxy in test_faults_registry.py; kill -9
+and rerun in test_crash_push.py; TLS and token auth in test_registry_tls_token.py; build_and_push
+called in-process (abort, Ctrl-C, a slow base, cut connections) in test_oci_build.py; one module
+each in test_oci_<module>.py (upload, client, store, layout, layers, model_dir, sendfile, auth,
+reference, schemas), test_file_digests.py and test_base_check.py.
+"""
 
 from __future__ import annotations
 
@@ -6,28 +16,16 @@ import hashlib
 import json
 import os
 import shutil
-import signal
 import subprocess
-import threading
-import time
 from pathlib import Path
-from typing import BinaryIO
 
 import pytest
 
-from modelcar.oci import layers as layers_module
-from modelcar.oci.build import build_and_push
-from modelcar.oci.digest_cache import DigestCache
 from modelcar.oci.image import OCI_INDEX, OCI_MANIFEST, Blob, Descriptor
-from modelcar.oci.layers import FileRange
 from modelcar.oci.layout import Layout
-from modelcar.oci.model_dir import ModelDirError
-from modelcar.oci.reference import parse_reference
-from modelcar.oci.store import ClientOptions
 
-from .helpers.common import REPO_ROOT, run_cli, wait_for
+from .helpers.common import REPO_ROOT, run_cli
 from .helpers.fake_model import LLAMA_CONFIG, MIB, Content, write_model_dir
-from .helpers.fault_proxy import HttpFaultProxy, ProxyRequest, Stall
 from .helpers.image_check import NEEDS_SKOPEO_UMOCI, assert_models_equal, build_push_args, unpack
 from .helpers.oci_registry import Registry, push_layout
 from .helpers.oci_schemas import validate_registry_image
@@ -262,93 +260,3 @@ def test_plain_http_needs_no_tls_verify(oci_registry: Registry, tmp_path: Path) 
     )
     assert result.returncode == 1
     assert "--no-tls-verify" in result.stderr
-
-
-def _slow_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failing: str | None) -> Path:
-    """a.safetensors streams in 68 chunks of 0.1 s (about 7 s); `failing` cannot be read at all."""
-    model = write_model_dir(tmp_path / "model", {"a.safetensors": 17 * MIB, "b.safetensors": 17 * MIB})
-    monkeypatch.setattr(layers_module, "READ_SIZE", 256 * 1024)
-    original = FileRange.read
-
-    def read(part: FileRange, handle: BinaryIO | None = None) -> bytes:
-        if part.name == failing:
-            raise ModelDirError(f"cannot read {part.name}: gone")
-        if part.name == "a.safetensors":
-            time.sleep(0.1)
-        return original(part, handle)
-
-    monkeypatch.setattr(FileRange, "read", read)
-    return model
-
-
-def _build(model: Path, image: str) -> None:
-    build_and_push(
-        model, parse_reference(image), None, ClientOptions(tls_verify=False), {}, DigestCache(None), workers=4
-    )
-
-
-def test_a_failing_layer_stops_the_other_uploads_at_once(
-    oci_registry: Registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    model = _slow_model(tmp_path, monkeypatch, failing="b.safetensors")
-    started = time.monotonic()
-    with pytest.raises(ModelDirError, match=r"cannot read b\.safetensors"):
-        _build(model, f"{oci_registry.host}/it/abort:1")
-    assert time.monotonic() - started < 2.5  # not the ~7 s the slow layer needs
-
-
-def test_an_interrupt_stops_the_running_uploads(
-    oci_registry: Registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    model = _slow_model(tmp_path, monkeypatch, failing=None)
-    main = threading.main_thread().ident
-    assert main == threading.get_ident()
-    # Ctrl-C as a terminal delivers it: a process started in the background by a shell without
-    # job control inherits SIGINT ignored, and Python then leaves it so.
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
-    ctrl_c = threading.Timer(0.5, signal.pthread_kill, (main, signal.SIGINT))
-    started = time.monotonic()
-    ctrl_c.start()
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            _build(model, f"{oci_registry.host}/it/interrupt:1")
-    finally:
-        ctrl_c.cancel()
-        signal.signal(signal.SIGINT, previous)
-    assert time.monotonic() - started < 2.5
-
-
-def test_model_layers_upload_while_the_base_is_still_being_read(
-    oci_registry: Registry, busybox_layout: Path, tmp_path: Path
-) -> None:
-    # A base on a slow registry (the default base is on registry.access.redhat.com) does not hold
-    # the model back: the base's manifest is stalled until the model's first upload has started.
-    push_layout(busybox_layout, f"{oci_registry.host}/base/slow:1")
-
-    def uploads_started() -> bool:
-        return any(m == "POST" and p.startswith("/v2/it/early/blobs/uploads") for m, p in oci_registry.requests())
-
-    def decide(request: ProxyRequest) -> Stall | None:
-        return Stall() if request.kind == "GET manifest" and request.number == 1 else None
-
-    model = write_model_dir(tmp_path / "model", {"weights.safetensors": 17 * MIB})
-    seen: dict[str, bool] = {}
-    with HttpFaultProxy(oci_registry.host, decide) as proxy:
-
-        def release_once_uploading() -> None:
-            seen["uploading before the base was read"] = wait_for(uploads_started, 20)
-            proxy.release()
-
-        releaser = threading.Thread(target=release_once_uploading, daemon=True)
-        releaser.start()
-        build_and_push(
-            model,
-            parse_reference(f"{oci_registry.host}/it/early:1"),
-            parse_reference(f"{proxy.host}/base/slow:1"),
-            ClientOptions(tls_verify=False),
-            {},
-            DigestCache(None),
-        )
-        releaser.join(30)
-    assert proxy.injected("GET manifest"), "the base's manifest was not stalled"
-    assert seen == {"uploading before the base was read": True}

@@ -6,6 +6,9 @@ index.json valid). The moments are made exact with the HTTP proxy: a request is 
 known point (mid-upload, at a blob's completing PUT, at the manifest PUT, mid-download of a base
 layer) and modelcar is killed while it waits; a layer written to a layout is caught by watching
 its temporary file grow.
+
+The sweep of a dead writer's temporary blob that these reruns rely on is tested in-process in
+test_oci_layout.py; faults that the command survives without being killed in test_faults_registry.py.
 """
 
 from __future__ import annotations
@@ -14,16 +17,12 @@ import json
 import os
 import signal
 import subprocess
-import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-
-from modelcar.oci.layout import Layout
 
 from .helpers.common import run_cli, wait_for
 from .helpers.fake_model import write_fault_model
@@ -243,30 +242,3 @@ def test_kill_between_layers_before_the_manifest_of_a_layout_then_rerun(
     assert image["digest"] == references["registry-base"]
     assert_layout_intact(layout, "v1", image["digest"])
     unpack_layout_and_compare(layout, "v1", model, tmp_path, "unpacked")
-
-
-def test_only_a_dead_writers_temporary_blob_is_swept(tmp_path: Path) -> None:
-    """A temporary blob whose writer is alive (it holds the lock) stays; an unlocked one goes."""
-    Layout(tmp_path).init()
-    dead = tmp_path / "blobs" / "sha256" / ".upload-dead.tmp"
-    dead.write_bytes(b"half a blob")
-    halfway, finish = threading.Event(), threading.Event()
-
-    def chunks() -> Iterator[bytes]:
-        yield b"first half, "
-        halfway.set()
-        finish.wait(30)
-        yield b"second half"
-
-    written: list[str] = []
-    writer = threading.Thread(target=lambda: written.append(Layout(tmp_path).write_stream(chunks())[0]))
-    writer.start()
-    assert halfway.wait(30)
-    Layout(tmp_path).init()  # what a second run writing to the layout does first
-    assert not dead.exists()
-    live = list((tmp_path / "blobs" / "sha256").glob(".upload-*.tmp"))
-    assert len(live) == 1
-    finish.set()
-    writer.join(30)
-    assert Layout(tmp_path).read_blob(written[0]) == b"first half, second half"
-    assert temp_files(tmp_path) == []

@@ -12,6 +12,11 @@ and checks the digest is the one a fault-free push gives.
 - Redirects: an htpasswd-protected registry whose blob GETs are answered with a 307 to a second
   port; that port must never see the Authorization header the first one got.
 - No planted secret in the output, run.json or results, even with MODELCAR_DEBUG=1.
+
+The proxies live in tests/helpers/fault_proxy.py. Elsewhere: build_and_push in-process through the
+TCP proxy in test_oci_build.py; the same faults against an in-memory registry, a module at a time,
+in test_oci_client.py (retries, redirects) and test_oci_upload.py (resume); kill -9 in
+test_crash_push.py.
 """
 
 from __future__ import annotations

@@ -1,14 +1,20 @@
-"""The registry client against an in-memory registry (httpx.MockTransport): auth, retries, redirects, resume."""
+"""The registry client (oci/client.py) against an in-memory registry (httpx.MockTransport): auth, token
+realms, retries, redirects, upload Locations on other origins, error answers.
+
+Elsewhere: the upload protocol on top of it (resume, restart, chunked fallback) in
+test_oci_upload.py; a base layer's download that resumes (store.py's RemoteBlob) in
+test_oci_store.py; auth files and challenges in test_oci_auth.py; the client against a real
+TLS registry with a token server in test_registry_tls_token.py.
+"""
 
 from __future__ import annotations
 
 import base64
-import hashlib
+import dataclasses
 import json
 import os
 import ssl
 import threading
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -17,34 +23,14 @@ import pytest
 
 from modelcar.oci.auth import ANONYMOUS, AuthFiles, Credentials
 from modelcar.oci.client import RegistryClient
-from modelcar.oci.errors import RegistryError
-from modelcar.oci.image import Descriptor
-from modelcar.oci.reference import parse_reference
-from modelcar.oci.store import LayoutStore, RegistryStore
+from modelcar.oci.errors import InsecureRealm, RegistryError
 from modelcar.oci.upload import upload_blob
 
-from .helpers.fake_registry import FAST, PASSWORD, TOKEN, BytesSource, FakeRegistry
-
-
-def _client(fake: FakeRegistry, tmp_path: Path) -> RegistryClient:
-    authfile = tmp_path / "auth.json"
-    token = base64.b64encode(f"me:{PASSWORD}".encode()).decode()
-    authfile.write_text(json.dumps({"auths": {"reg.test": {"auth": token}}}))
-    return RegistryClient(
-        "reg.test", keychain=AuthFiles(authfile), retry=FAST, transport=httpx.MockTransport(fake.handler)
-    )
-
-
-def _push(fake: FakeRegistry, tmp_path: Path, data: bytes) -> str:
-    client = _client(fake, tmp_path)
-    try:
-        return upload_blob(client, "r", BytesSource(data))
-    finally:
-        client.close()
-
-
-def _digest(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
+from .helpers.fake_registry import FAST, PASSWORD, TOKEN, BytesSource, FakeRegistry, write_authfile
+from .helpers.fake_registry import fake_client as _client
+from .helpers.fake_registry import push_blob as _push
+from .helpers.fake_registry import sha256_digest as _digest
+from .helpers.secrets import REGISTRY_PASSWORD
 
 
 def test_bearer_flow_and_one_streamed_patch(tmp_path: Path) -> None:
@@ -124,30 +110,6 @@ def test_no_credentials_is_a_clear_error_without_secrets(tmp_path: Path) -> None
     client = RegistryClient("reg.test", keychain=ANONYMOUS, retry=FAST, transport=httpx.MockTransport(fake.handler))
     with pytest.raises(RegistryError, match=r"denied access \(HTTP 401\).*--authfile"):
         client.has_blob("r", _digest(b"x"))
-
-
-def test_cut_connections_resume_from_the_registry_range(tmp_path: Path) -> None:
-    fake = FakeRegistry(auth="none", cut_after=[100_000, 70_000, 5])
-    data = os.urandom(1_000_000)
-    assert _push(fake, tmp_path, data) == _digest(data)
-    patches = [e for e in fake.log if e[0] == "PATCH"]
-    assert len(patches) == 4
-    assert [m for m, _, _ in fake.log].count("POST") == 1  # resumed, never restarted
-
-
-def test_lost_session_restarts_the_blob(tmp_path: Path) -> None:
-    fake = FakeRegistry(auth="none", cut_after=[1000], lose_session_once=True)
-    data = os.urandom(50_000)
-    assert _push(fake, tmp_path, data) == _digest(data)
-    assert [m for m, _, _ in fake.log].count("POST") == 2
-
-
-def test_chunked_fallback_when_the_stream_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("modelcar.oci.upload.CHUNK", 64 * 1024)
-    fake = FakeRegistry(auth="none", refuse_stream=True)
-    data = os.urandom(200_000)
-    assert _push(fake, tmp_path, data) == _digest(data)
-    assert [m for m, _, _ in fake.log].count("PATCH") == 1 + 4
 
 
 def test_5xx_and_429_are_retried(tmp_path: Path) -> None:
@@ -236,54 +198,46 @@ def test_plain_http_redirect_of_a_patch_is_refused_not_retried(tmp_path: Path) -
     ]
 
 
-def _breaking_blob_client(data: bytes, breaks: list[int], ranges: list[str | None]) -> RegistryClient:
-    """A registry whose blob GETs break off after breaks[i] bytes (one entry per GET, while any are left)."""
-
+def _bearer_registry(realm: str, token_requests: list[httpx.Request]) -> httpx.MockTransport:
     def handler(request: httpx.Request) -> httpx.Response:
-        if request.url.path == "/v2/":
+        if request.url.path == "/token":
+            token_requests.append(request)
+            return httpx.Response(200, json={"token": "t"})
+        if request.headers.get("Authorization") == "Bearer t":
             return httpx.Response(200)
-        ranged = request.headers.get("Range")
-        ranges.append(ranged)
-        start = int(ranged.removeprefix("bytes=").rstrip("-")) if ranged else 0
-        cut = breaks.pop(0) if breaks else None
+        challenge = f'Bearer realm="{realm}",service="reg",scope="repository:a/b:pull"'
+        return httpx.Response(401, headers={"WWW-Authenticate": challenge})
 
-        def body() -> Iterator[bytes]:
-            tail = data[start:]
-            for i in range(0, len(tail), 4096):
-                if cut is not None and i >= cut:
-                    raise httpx.ReadError("connection reset by peer")
-                yield tail[i : i + 4096]
-
-        return httpx.Response(206 if ranged else 200, content=body())
-
-    client = RegistryClient("reg.test", keychain=ANONYMOUS, retry=FAST, transport=httpx.MockTransport(handler))
-    return client
+    return httpx.MockTransport(handler)
 
 
-def test_base_layer_copy_to_a_layout_resumes_a_broken_download(tmp_path: Path) -> None:
-    mib = 1 << 20  # the client hands on whole MiB chunks: bytes after the last one are fetched again
-    data = os.urandom(3 * mib + 100)
-    ranges: list[str | None] = []
-    client = _breaking_blob_client(data, [mib + mib // 2, mib + 8192], ranges)
-    origin = RegistryStore(parse_reference("reg.test/base:1"), client)  # type: ignore[arg-type]
-    dest = LayoutStore(parse_reference(f"oci:{tmp_path / 'out'}:v1"))  # type: ignore[arg-type]
-    descriptor = Descriptor("application/vnd.oci.image.layer.v1.tar", _digest(data), len(data))
-    dest.copy_blob(origin, descriptor)
-    assert dest.layout.read_blob(_digest(data)) == data
-    assert ranges == [None, f"bytes={mib}-", f"bytes={2 * mib}-"]
+def test_client_refuses_an_http_realm_only_while_tls_is_verified(tmp_path: Path) -> None:
+    authfile = write_authfile(tmp_path / "auth.json", "reg.test", "pusher", REGISTRY_PASSWORD)
+    fast = dataclasses.replace(FAST, attempts=2)
+    seen: list[httpx.Request] = []
+    client = RegistryClient(
+        "reg.test", keychain=AuthFiles(authfile), retry=fast, transport=_bearer_registry("http://auth.test/token", seen)
+    )
+    with pytest.raises(InsecureRealm, match=r"token server http://auth\.test/token, which is not https") as caught:
+        client.get_blob("a/b", "sha256:" + "0" * 64)
+    assert caught.value.status == 401 and seen == []
+    assert REGISTRY_PASSWORD not in str(caught.value)
 
+    client = RegistryClient(
+        "reg.test",
+        tls_verify=False,
+        keychain=AuthFiles(authfile),
+        retry=fast,
+        transport=_bearer_registry("http://auth.test/token", seen),
+    )
+    assert client.has_blob("a/b", "sha256:" + "0" * 64)
+    assert [r.headers.get("Authorization", "")[:6] for r in seen] == ["Basic "]
 
-def test_base_layer_download_that_keeps_breaking_is_a_clear_registry_error(tmp_path: Path) -> None:
-    data = os.urandom(2 << 20)
-    ranges: list[str | None] = []
-    client = _breaking_blob_client(data, [3 << 19] + [0] * 20, ranges)
-    origin = RegistryStore(parse_reference("reg.test/base:1"), client)  # type: ignore[arg-type]
-    dest = LayoutStore(parse_reference(f"oci:{tmp_path / 'out'}:v1"))  # type: ignore[arg-type]
-    descriptor = Descriptor("application/vnd.oci.image.layer.v1.tar", _digest(data), len(data))
-    with pytest.raises(RegistryError, match=r"broke off at byte 1048576 of 2097152 \(ReadError.*check the network"):
-        dest.copy_blob(origin, descriptor)
-    assert len(ranges) == FAST.attempts  # tries in all since the last progress
-    assert not list((tmp_path / "out" / "blobs" / "sha256").glob(".*.tmp"))
+    client = RegistryClient(
+        "reg.test", keychain=AuthFiles(authfile), retry=fast, transport=_bearer_registry("ftp://auth.test/token", [])
+    )
+    with pytest.raises(RegistryError, match="not https"):
+        client.has_blob("a/b", "sha256:" + "0" * 64)
 
 
 class RecordingKeychain:

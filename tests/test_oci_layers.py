@@ -1,4 +1,9 @@
-"""Tar layers: headers, reproducibility, layering, offsets, unsafe entries, files over 8 GiB."""
+"""Tar layers (oci/layers.py): headers, reproducibility, layering, annotations, offsets, short reads,
+files over 8 GiB.
+
+The scan of the model directory they are planned from (unsafe links, special files) is tested in
+test_oci_model_dir.py; a layer as parts (what the sendfile path sends) in test_oci_sendfile.py.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from modelcar.oci.layers import LARGE_FILE, plan_layers
+from modelcar.oci.layers import LARGE_FILE, FileRange, plan_layers
 from modelcar.oci.model_dir import ModelDirError, scan_model
 
 from .helpers.fake_model import write_model_dir
@@ -151,64 +156,14 @@ def test_stream_from_any_offset_is_the_tail(tmp_path: Path) -> None:
         assert b"".join(big.stream().chunks(offset)) == whole[offset:]
 
 
-def test_symlink_leaving_the_model_is_refused_with_its_name(tmp_path: Path) -> None:
-    model = tmp_path / "model"
-    model.mkdir()
-    (tmp_path / "secret").write_text("no")
-    os.symlink("../secret", model / "leak.json")
-    with pytest.raises(ModelDirError, match=r"leak\.json.*outside the model directory"):
-        scan_model(model)
-
-
-def test_symlink_escaping_through_another_link_is_refused(tmp_path: Path) -> None:
-    model = tmp_path / "model"
-    (model / "sub").mkdir(parents=True)
-    (tmp_path / "etc").mkdir()
-    (tmp_path / "etc" / "passwd").write_text("no")
-    os.symlink("..", model / "sub" / "up")  # inside: the model directory itself
-    os.symlink("sub/up/../etc/passwd", model / "esc")  # normpath says model/etc/passwd; it is tmp/etc/passwd
-    with pytest.raises(ModelDirError, match=r"esc is a symbolic link to sub/up/\.\./etc/passwd, outside the model"):
-        scan_model(model)
-    (model / "esc").unlink()
-    os.symlink(model / "sub" / "up" / ".." / "etc" / "passwd", model / "esc")  # the same, absolute
-    with pytest.raises(ModelDirError, match=r"esc is a symbolic link to .*, outside the model"):
-        scan_model(model)
-    (model / "esc").unlink()
-    (model / "a.json").write_text("{}")
-    os.symlink("sub/up/a.json", model / "ok.json")  # through the same link, but staying inside
-    entries = {e.name: e for e in scan_model(model)}
-    assert entries["ok.json"].target == "sub/up/a.json" and entries["sub/up"].target == ".."
-
-
-def test_symlink_loop_is_refused_with_its_name(tmp_path: Path) -> None:
-    model = tmp_path / "model"
-    model.mkdir()
-    os.symlink("loop-b", model / "loop-a")
-    os.symlink("loop-a", model / "loop-b")
-    with pytest.raises(ModelDirError, match=r"loop-a is a symbolic link to loop-b"):
-        scan_model(model)
-
-
-def test_absolute_symlink_inside_becomes_relative(tmp_path: Path) -> None:
-    model = tmp_path / "model"
-    (model / "d").mkdir(parents=True)
-    (model / "a.json").write_text("{}")
-    os.symlink(model / "a.json", model / "d" / "b.json")
-    entries = {e.name: e for e in scan_model(model)}
-    assert entries["d/b.json"].target == "../a.json"
-
-
-def test_special_files_refused(tmp_path: Path) -> None:
-    model = tmp_path / "model"
-    model.mkdir()
-    os.mkfifo(model / "pipe")
-    with pytest.raises(ModelDirError, match="pipe"):
-        scan_model(model)
-
-
-def test_missing_model_dir_says_what_to_do(tmp_path: Path) -> None:
-    with pytest.raises(ModelDirError, match="download-model"):
-        scan_model(tmp_path / "nope")
+def test_a_short_read_is_read_on_not_taken_for_a_change(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "f"
+    path.write_bytes(os.urandom(100_000))
+    real_pread = os.pread
+    monkeypatch.setattr(os, "pread", lambda fd, n, offset: real_pread(fd, min(n, 7_000), offset))
+    assert FileRange(path, 10, 90_000, "f").read() == path.read_bytes()[10:90_010]
+    with pytest.raises(ModelDirError, match="changed while"):
+        FileRange(path, 50_000, 60_000, "f").read()  # past the end
 
 
 def test_sparse_file_over_8_gib_gets_a_valid_header(tmp_path: Path) -> None:

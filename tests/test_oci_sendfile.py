@@ -2,6 +2,10 @@
 
 The server reads the request the way a registry does and answers in the ways that matter: after
 the whole body, before reading the body (and then draining it), or by dropping the connection.
+The last tests put the sendfile path under upload_blob: a redirect, a 401 whose token server is
+down, a configured proxy (a real registry).
+
+The layers it sends are tested in test_oci_layers.py, the upload protocol in test_oci_upload.py.
 """
 
 from __future__ import annotations
@@ -226,16 +230,6 @@ def test_a_file_rewritten_between_hashing_and_sending_is_an_error(layer, tmp_pat
     with pytest.raises(ModelDirError, match="changed while it was being packaged"):
         sendfile.send_patch(server.url(), {"Content-Length": str(layer.size)}, layer.parts(0), rewrite_once)
     server.join()
-
-
-def test_a_short_read_is_read_on_not_taken_for_a_change(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    path = tmp_path / "f"
-    path.write_bytes(os.urandom(100_000))
-    real_pread = os.pread
-    monkeypatch.setattr(os, "pread", lambda fd, n, offset: real_pread(fd, min(n, 7_000), offset))
-    assert FileRange(path, 10, 90_000, "f").read() == path.read_bytes()[10:90_010]
-    with pytest.raises(ModelDirError, match="changed while"):
-        FileRange(path, 50_000, 60_000, "f").read()  # past the end
 
 
 def test_a_redirected_patch_goes_through_httpx_and_the_next_ones_too(layer, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]

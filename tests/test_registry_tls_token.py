@@ -10,28 +10,21 @@ Covered: push and a repeated push (HEAD finds every blob), the base's layers mou
 repositories, resume after cut connections, a token that expires in the middle of a layer's
 upload, wrong credentials (the message names the auth file), a scope without push, the anonymous
 token flow, and (issue 11, part 6) a TLS registry whose challenge names a plain-http token realm:
-refused, and the token server never sees a request, let alone an Authorization header.
+refused, and the token server never sees a request, let alone an Authorization header. The
+client's own refusal of such a realm, against an in-memory registry, is in test_oci_client.py.
 """
 
 from __future__ import annotations
 
-import base64
-import dataclasses
-import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
-
-from modelcar.oci.auth import AuthFiles
-from modelcar.oci.client import RegistryClient
-from modelcar.oci.errors import InsecureRealm, RegistryError
 
 from .helpers.common import CliResult, run_cli
 from .helpers.fake_model import LLAMA_CONFIG, write_model_dir
-from .helpers.fake_registry import FAST
+from .helpers.fake_registry import write_authfile
 from .helpers.fault_proxy import TcpFaultProxy
 from .helpers.image_check import MIB, NEEDS_SKOPEO_UMOCI, fault_env, image_record, new_workspace, unpack
 from .helpers.oci_registry import REGISTRY_BIN, Registry, RegistryTls, start_registry, stop_registry
@@ -107,12 +100,6 @@ def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _pattern(size: int, seed: int) -> bytes:
     block = bytes((i * 131 + seed * 17) % 251 for i in range(65536))
     return (block * (size // len(block) + 1))[:size]
-
-
-def write_authfile(path: Path, host: str, user: str, password: str) -> Path:
-    auth = base64.b64encode(f"{user}:{password}".encode()).decode()
-    path.write_text(json.dumps({"auths": {host: {"auth": auth}}}))
-    return path
 
 
 def skopeo(*args: str) -> None:
@@ -349,45 +336,3 @@ def test_a_plain_http_token_realm_is_refused_and_gets_no_credentials(
         assert f"token server {plain.realm}" in result.stderr and "not https" in result.stderr, result.stderr
         assert plain.authorizations() == [] and plain.seen == []
         assert not leaks(result.output)
-
-
-def _bearer_registry(realm: str, token_requests: list[httpx.Request]) -> httpx.MockTransport:
-    def handler(request: httpx.Request) -> httpx.Response:
-        if request.url.path == "/token":
-            token_requests.append(request)
-            return httpx.Response(200, json={"token": "t"})
-        if request.headers.get("Authorization") == "Bearer t":
-            return httpx.Response(200)
-        challenge = f'Bearer realm="{realm}",service="reg",scope="repository:a/b:pull"'
-        return httpx.Response(401, headers={"WWW-Authenticate": challenge})
-
-    return httpx.MockTransport(handler)
-
-
-def test_client_refuses_an_http_realm_only_while_tls_is_verified(tmp_path: Path) -> None:
-    authfile = write_authfile(tmp_path / "auth.json", "reg.test", "pusher", REGISTRY_PASSWORD)
-    fast = dataclasses.replace(FAST, attempts=2)
-    seen: list[httpx.Request] = []
-    client = RegistryClient(
-        "reg.test", keychain=AuthFiles(authfile), retry=fast, transport=_bearer_registry("http://auth.test/token", seen)
-    )
-    with pytest.raises(InsecureRealm, match=r"token server http://auth\.test/token, which is not https") as caught:
-        client.get_blob("a/b", "sha256:" + "0" * 64)
-    assert caught.value.status == 401 and seen == []
-    assert REGISTRY_PASSWORD not in str(caught.value)
-
-    client = RegistryClient(
-        "reg.test",
-        tls_verify=False,
-        keychain=AuthFiles(authfile),
-        retry=fast,
-        transport=_bearer_registry("http://auth.test/token", seen),
-    )
-    assert client.has_blob("a/b", "sha256:" + "0" * 64)
-    assert [r.headers.get("Authorization", "")[:6] for r in seen] == ["Basic "]
-
-    client = RegistryClient(
-        "reg.test", keychain=AuthFiles(authfile), retry=fast, transport=_bearer_registry("ftp://auth.test/token", [])
-    )
-    with pytest.raises(RegistryError, match="not https"):
-        client.has_blob("a/b", "sha256:" + "0" * 64)

@@ -1,16 +1,22 @@
 """An in-memory OCI registry for httpx.MockTransport: enough of the distribution API (Bearer or
-Basic auth, resumable uploads, blobs), with faults to inject."""
+Basic auth, resumable uploads, blobs), with faults to inject; and what the registry-client tests
+share: a client of it, an upload to it, a digest, an auth file."""
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import httpx
 
+from modelcar.oci.auth import AuthFiles
+from modelcar.oci.client import RegistryClient
+from modelcar.oci.upload import upload_blob
 from modelcar.retry import RetryPolicy
 
 FAST = RetryPolicy(attempts=6, base_delay=0.001, max_delay=0.05)
@@ -134,3 +140,33 @@ class FakeRegistry:
             del self.uploads[upload]
             return httpx.Response(201)
         return httpx.Response(405)
+
+
+def sha256_digest(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def fake_client(fake: FakeRegistry, tmp_path: Path) -> RegistryClient:
+    """A client of `fake` as reg.test, with me's password in an auth file."""
+    authfile = tmp_path / "auth.json"
+    token = base64.b64encode(f"me:{PASSWORD}".encode()).decode()
+    authfile.write_text(json.dumps({"auths": {"reg.test": {"auth": token}}}))
+    return RegistryClient(
+        "reg.test", keychain=AuthFiles(authfile), retry=FAST, transport=httpx.MockTransport(fake.handler)
+    )
+
+
+def push_blob(fake: FakeRegistry, tmp_path: Path, data: bytes) -> str:
+    """Uploads `data` to repository r of `fake` (upload_blob); returns the digest it gives."""
+    client = fake_client(fake, tmp_path)
+    try:
+        return upload_blob(client, "r", BytesSource(data))
+    finally:
+        client.close()
+
+
+def write_authfile(path: Path, host: str, user: str, password: str) -> Path:
+    """A containers auth.json with one entry: `user`:`password` for `host`."""
+    auth = base64.b64encode(f"{user}:{password}".encode()).decode()
+    path.write_text(json.dumps({"auths": {host: {"auth": auth}}}))
+    return path

@@ -13,6 +13,7 @@ import signal
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from urllib.parse import unquote
 
 import httpx
 import pytest
@@ -117,6 +118,94 @@ def test_the_push_starts_before_the_download_ends(
     )
     assert sequential.returncode == 0, sequential.output
     assert _digest(sequential.stdout) == _digest(overlapped.stdout)
+
+
+def _upload_received(registry: Registry, repository: str) -> int:
+    """The bytes Distribution has stored of the blob uploads open in `repository`."""
+    uploads = registry.root / "storage/docker/registry/v2/repositories" / repository / "_uploads"
+    total = 0
+    for data in uploads.glob("*/data"):
+        try:
+            total += data.stat().st_size
+        except FileNotFoundError:  # the upload completed meanwhile
+            continue
+    return total
+
+
+def _manifest_blobs(registry: Registry, repository: str, tag: str) -> set[str]:
+    """The config and layers the image's manifest names."""
+    accept = {"Accept": "application/vnd.oci.image.manifest.v1+json"}
+    manifest = httpx.get(registry.url(f"/v2/{repository}/manifests/{tag}"), headers=accept).json()
+    return {manifest["config"]["digest"], *(layer["digest"] for layer in manifest["layers"])}
+
+
+def _layout_received(layout: Path) -> int:
+    """The bytes of the blobs being written into the OCI layout (temporary files)."""
+    total = 0
+    for temp in (layout / "blobs" / "sha256").glob("*.tmp"):
+        try:
+            total += temp.stat().st_size
+        except FileNotFoundError:
+            continue
+    return total
+
+
+@pytest.mark.parametrize("destination", ["registry", "layout"])
+def test_a_shard_streams_while_it_downloads(
+    destination: str,
+    hub: FastHub,
+    oci_registry: Registry,
+    layer_digests: dict[str, str],
+    busybox_layout: Path,
+    tmp_path: Path,
+) -> None:
+    """The Hub stops half-way through the first shard until the destination holds part of its
+    layer: the layer goes out from the file still downloading (to a plain-http registry by
+    sendfile; into a layout from the chunks, as httpx sends them over TLS)."""
+    repository, layout = "overlap/stream", tmp_path / "layout"
+    if destination == "registry":
+        image = f"{oci_registry.host}/{repository}:1"
+        hub.pause(FIRST, 12 * MIB, lambda: _upload_received(oci_registry, repository) >= 4 * MIB)
+    else:
+        image = f"oci:{layout}:1"
+        hub.pause(FIRST, 12 * MIB, lambda: _layout_received(layout) >= 4 * MIB)
+    result = run_cli(*_run_args(image, f"oci:{busybox_layout}:latest"), env=_env(hub, tmp_path / "ws"))
+    assert result.returncode == 0, result.output
+    assert hub.released[FIRST], "the first shard's layer did not start before the shard was on disk"
+    record = json.loads(result.stdout)
+    assert layer_digests[FIRST] in {layer["digest"] for layer in record["image"]["layers"]}
+    shard = {f["path"]: f for f in record["files"]}[FIRST]
+    assert shard["sha256"] == hashlib.sha256((tmp_path / "ws" / "model" / FIRST).read_bytes()).hexdigest()
+
+
+def test_a_shard_started_again_by_the_download_is_pushed_again(
+    files: dict[str, bytes],
+    hub: FastHub,
+    oci_registry: Registry,
+    model_dir: Path,
+    layer_digests: dict[str, str],
+    busybox_layout: Path,
+    tmp_path: Path,
+) -> None:
+    """The first GET of the shard sends wrong bytes and breaks; the next ignores the Range and
+    sends it whole. The layer streamed from the wrong bytes must not be the image's."""
+    repository = "overlap/restart"
+    hub.restart(FIRST, 6 * MIB)
+    image = f"{oci_registry.host}/{repository}:1"
+    result = run_cli(*_run_args(image, f"oci:{busybox_layout}:latest"), env=_env(hub, tmp_path / "ws"))
+    assert result.returncode == 0, result.output
+    ranges = [r for method, path, r in hub.requests if method == "GET" and path.endswith(FIRST)]
+    assert ranges == [None, f"bytes={6 * MIB}-", None], ranges  # broken; resumed, answered from 0; again
+    layers = {layer["digest"] for layer in json.loads(result.stdout)["image"]["layers"]}
+    assert layer_digests[FIRST] in layers
+    completed = {
+        unquote(uri.split("digest=", 1)[1].split("&")[0])
+        for method, uri in oci_registry.requests()
+        if method == "PUT" and f"/{repository}/blobs/uploads/" in uri and "digest=" in uri
+    }
+    assert layer_digests[FIRST] in completed
+    assert completed <= _manifest_blobs(oci_registry, repository, "1"), "a blob of the wrong bytes was completed"
+    pull_and_compare(f"docker://{image}", model_dir, tmp_path, "pulled")
 
 
 def test_a_download_failing_midway_ends_the_push_and_leaves_no_tag(

@@ -8,11 +8,15 @@ same process (`modelcar run`) or in another pod on the same volume (Tekton).
      "error": "...",                      # when failed
      "beat": 17,                          # raised by every write: a follower sees the writer live
      "expected": [{"path", "size"}] | null,  # every file the download will hold (null: not known yet)
-     "complete": [{"path", "size", "sha256", "ino", "mtime_ns"}]}
+     "complete": [{"path", "size", "sha256", "ino", "mtime_ns"}],
+     "arriving": [{"path", "size", "file", "ino"}]}  # large files being written
 
 A file is listed in `complete` only once it has its final name (`model.partial/<path>` while
-the download runs, `model/<path>` once it is done) and its sha256 is known. A follower judges
-liveness by `beat` changing, on its own clock, so the writer's clock does not matter.
+the download runs, `model/<path>` once it is done) and its sha256 is known. A large file is
+listed in `arriving` while its body is written into `file` (relative to the workspace), from the
+first byte on and only ever appended to: a follower may read it as it grows (growing_file.py).
+A file started again is a new file (new inode), listed again. A follower judges liveness by
+`beat` changing, on its own clock, so the writer's clock does not matter.
 """
 
 from __future__ import annotations
@@ -58,7 +62,7 @@ def mark_pending(path: Path) -> None:
     """Before a download starts in this process: an old record's end (done, failed) no longer
     stands, but what it lists as complete may be kept by the download that follows."""
     data = read(path) or {"version": VERSION, "complete": [], "expected": None, "source": None}
-    data.update(state=PENDING, error=None, beat=int(data.get("beat") or 0) + 1)
+    data.update(state=PENDING, error=None, arriving=[], beat=int(data.get("beat") or 0) + 1)
     atomic.write_json(path, data)
 
 
@@ -78,6 +82,7 @@ class DownloadRecorder:
             "beat": 0,
             "expected": None,
             "complete": [],
+            "arriving": [],
             "run": os.environ.get(RUN_ID_ENV) or None,
         }
         self._old = read(path)  # an earlier run's, for what it has completed
@@ -115,11 +120,24 @@ class DownloadRecorder:
         self._beat_thread = threading.Thread(target=self._beat, name="modelcar-download-beat", daemon=True)
         self._beat_thread.start()
 
+    def arriving(self, name: str, path: Path, size: int) -> None:
+        """The body of `name` (`size` bytes) is being written into `path`, from its first byte on."""
+        item = {
+            "path": name,
+            "size": size,
+            "file": os.path.relpath(path, self.path.parent),
+            "ino": path.stat().st_ino,
+        }
+        with self._lock:
+            self.data["arriving"] = [a for a in self.data["arriving"] if a["path"] != name] + [item]
+        self._write()
+
     def complete(self, name: str, path: Path, sha256: str) -> None:
         info = path.lstat()
         item = {"path": name, "size": info.st_size, "sha256": sha256, "ino": info.st_ino, "mtime_ns": info.st_mtime_ns}
         with self._lock:
             self.data["complete"] = [c for c in self.data["complete"] if c["path"] != name] + [item]
+            self.data["arriving"] = [a for a in self.data["arriving"] if a["path"] != name]
         self._write()
 
     def done(self) -> None:
@@ -149,6 +167,7 @@ class DownloadRecorder:
             self.data["beat"] += 1
             data = dict(self.data)
             data["complete"] = list(data["complete"])
+            data["arriving"] = list(data["arriving"])
             try:
                 atomic.write_json(self.path, data)
             except FileNotFoundError:  # the workspace was emptied under us: nothing to tell

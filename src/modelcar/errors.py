@@ -16,11 +16,13 @@ anything else is a bug and says so. The tree (each class in the module that rais
     |       +-- InsecureRealm: a token server that is not https
     +-- ImageError, BaseUnreachable, DestinationUnreachable  (oci/build.py)
     +-- LayoutError, ImageReadError, PullError, ModelDirError,
-    |   HostileEntry, Mismatch, Aborted                      (oci/)
+    |   HostileEntry, Mismatch                               (oci/)
+    +-- Aborted: another transfer of the build failed: this one stops too   (here)
     +-- ModelRegistryError                                   (modelregistry/errors.py)
     |   +-- ModelRegistryUnreachable, AuthRefused, NotAModelRegistry, VersionConflict
     |   +-- ModelRegistryApiError: an error answer, `.status`; NotFound (404), Conflict (409)
-    +-- HubError, TransferError (sources/hub.py, sources/hub_transfer.py), DownloadFailed (readyfiles.py)
+    +-- HubError, TransferError (sources/hub.py, sources/hub_transfer.py), DownloadFailed (readyfiles.py),
+    |   FileReplaced (growing_file.py)
     +-- QualityGateFailed, CompressionFailed, OutOfMemory    (compression/)
     +-- SignatureInvalid, ImageNotSigned, SigstoreUnreachable (signing/)
     +-- NotEnoughSpace, WorkspaceBusy, UnsafeSymlink, NothingMatched, FilesDeleted, NoPushedImage
@@ -68,3 +70,7 @@ class StageFailed(ModelcarError):
         self.cause = cause
         self.exit_code = cause.exit_code if isinstance(cause, ModelcarError) else 1
         super().__init__(f"stage {stage} failed: {cause if message is None else message}")
+
+
+class Aborted(ModelcarError):
+    """Another transfer of the same build failed, or the run was interrupted: this one stops too."""

@@ -6,7 +6,9 @@ pushes a layer once `arrivals()` has yielded all of its files. Two sources:
 - CompleteDirectory: a model directory already complete (`modelcar build-push` as always): every
   file has arrived before the first layer is planned.
 - FollowDownload: a download still running, followed through its progress record in the
-  workspace (download_record.py), in this process or another pod on the same volume. A download
+  workspace (download_record.py), in this process or another pod on the same volume. A large
+  file is given as soon as the record lists it arriving, its bytes read as they come
+  (growing_file.py); the others once complete. The follow ends when every file is complete. A download
   that fails, or whose writer stops beating for `stale_s`, ends the follow with an error that
   names download-model; so does a record that does not appear within `appear_s`.
 """
@@ -22,6 +24,7 @@ from typing import Any, Protocol
 
 from . import download_record as dr
 from .errors import ModelcarError
+from .growing_file import GrowingFile
 from .oci.model_dir import Entry, scan_model
 
 POLL_S = 0.05
@@ -135,38 +138,66 @@ class FollowDownload:
             return
         expected = {e.name: e.size for e in self.entries() if e.kind == "file"}
         given: set[str] = set()
+        growing: dict[str, GrowingFile] = {}  # given while still downloading, not yet complete
         started = time.monotonic()
-        while True:
-            if abort.is_set():
-                return
-            data = self._read(started, abort)
-            if data is None:
-                time.sleep(POLL_S)
-                continue
-            for item in data.get("complete") or []:
-                name = str(item.get("path"))
-                if name in given or name not in expected:
+        try:
+            while True:
+                if abort.is_set():
+                    return
+                data = self._read(started, abort)
+                if data is None:
+                    time.sleep(POLL_S)
                     continue
-                if item.get("size") != expected[name]:
+                for item in data.get("complete") or []:
+                    name = str(item.get("path"))
+                    if name not in expected or (name in given and name not in growing):
+                        continue
+                    if item.get("size") != expected[name]:
+                        raise DownloadFailed(
+                            f"download-model wrote {name} with {item.get('size')} bytes where the Hub listed "
+                            f"{expected[name]}; run download-model again"
+                        )
+                    entry = self._ready_entry(name, item)
+                    if entry is None:
+                        continue
+                    if item.get("sha256"):
+                        self._known[name] = "sha256:" + str(item["sha256"])
+                    if name in growing:
+                        growing.pop(name).complete(entry, str(item.get("sha256") or ""))
+                        continue
+                    given.add(name)
+                    yield entry
+                if data.get("state") == dr.RUNNING:
+                    for entry in self._growing_entries(data, expected, given, abort):
+                        given.add(entry.name)
+                        assert entry.growing is not None
+                        growing[entry.name] = entry.growing
+                        yield entry
+                if len(given) == len(expected) and not growing:
+                    return
+                if data.get("state") == dr.DONE:
+                    missing = sorted((set(expected) - given) | set(growing))
                     raise DownloadFailed(
-                        f"download-model wrote {name} with {item.get('size')} bytes where the Hub listed "
-                        f"{expected[name]}; run download-model again"
+                        f"download-model finished without {', '.join(missing[:5])}; run download-model again"
                     )
-                entry = self._ready_entry(name, item)
-                if entry is None:
-                    continue
-                given.add(name)
-                if item.get("sha256"):
-                    self._known[name] = "sha256:" + str(item["sha256"])
-                yield entry
-            if len(given) == len(expected):
-                return
-            if data.get("state") == dr.DONE:
-                missing = sorted(set(expected) - given)
-                raise DownloadFailed(
-                    f"download-model finished without {', '.join(missing[:5])}; run download-model again"
-                )
-            time.sleep(POLL_S)
+                time.sleep(POLL_S)
+        except BaseException as exc:
+            for file in growing.values():
+                file.fail(exc)
+            raise
+
+    def _growing_entries(
+        self, data: dict[str, Any], expected: dict[str, int], given: set[str], abort: threading.Event
+    ) -> Iterator[Entry]:
+        """The files the record lists as arriving (being written, from their first byte on), held open."""
+        for item in data.get("arriving") or []:
+            name = str(item.get("path"))
+            if name in given or expected.get(name) != item.get("size") or not item.get("file"):
+                continue
+            path = self.record_path.parent / str(item["file"])
+            file = GrowingFile.open(name, path, int(item.get("ino") or -1), expected[name], abort)
+            if file is not None:  # else it was renamed or replaced meanwhile: the next read tells
+                yield Entry(name, "file", expected[name], path, growing=file)
 
     def wait_done(self, abort: threading.Event) -> None:
         """Returns once the download is done (the files have their final place); raises if it failed."""

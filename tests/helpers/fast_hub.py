@@ -10,7 +10,9 @@ exceptions. Revisions: a branch, a tag or a full commit sha.
 
 Options for tests and the benchmark: `bandwidth` (bytes/s over all downloads together),
 `latency` (seconds added before every answer), and `hold(path, until)`: a GET of that file waits
-(bounded) until `until()` is true, which lets a test prove an order of events without timing.
+(bounded) until `until()` is true, which lets a test prove an order of events without timing;
+`pause(path, after, until)` does so after part of the body. `cut`, `fail` and `restart` break a
+download in the ways a real Hub or CDN may.
 
     python -m tests.helpers.fast_hub --port 0 --repo org/name=DIR [--bandwidth 200e6] [--latency 0.02]
 
@@ -85,6 +87,8 @@ class FastHub:
         self.holds: dict[str, Callable[[], bool]] = {}
         self.cuts: dict[str, int] = {}
         self.failures: dict[str, int] = {}
+        self.pauses: dict[str, tuple[int, Callable[[], bool]]] = {}
+        self.restarts: dict[str, int] = {}
         self.released: dict[str, bool] = {}  # held path -> whether its condition came true (not the time limit)
         self.requests: list[tuple[str, str, str | None]] = []  # (method, path, Range)
         self.served: dict[str, int] = {}  # repo path -> bytes of its bodies sent
@@ -153,6 +157,16 @@ class FastHub:
     def hold(self, path: str, until: Callable[[], bool]) -> None:
         """A GET of the file `path` (any repo) waits until `until()` holds (HOLD_LIMIT_S at most)."""
         self.holds[path] = until
+
+    def pause(self, path: str, after: int, until: Callable[[], bool]) -> None:
+        """The next GET of the file `path` sends `after` bytes of its body, then waits until `until()`
+        holds (HOLD_LIMIT_S at most; `released[path]` says which) before it sends the rest."""
+        self.pauses[path] = (after, until)
+
+    def restart(self, path: str, after: int) -> None:
+        """The next GET of the file `path` sends `after` wrong bytes and breaks its connection; the
+        one after ignores its Range and sends the whole file (200), as a CDN that lost its cache may."""
+        self.restarts[path] = after
 
     def _add_commit(self, repo: Repo, paths: dict[str, Path], branch: str) -> str:
         digests = {name: _sha256(path) for name, path in paths.items()}
@@ -289,6 +303,14 @@ def _handler(hub: FastHub) -> type[BaseHTTPRequestHandler]:
             size = path.stat().st_size
             start, end = 0, size - 1
             ranged = self.headers.get("Range")
+            wrong = 0  # bytes to send inverted before the connection breaks (restart)
+            if not head and name in hub.restarts:
+                with hub._lock:
+                    if ranged:
+                        ranged = None  # the Range is ignored: 200, from byte 0
+                        hub.restarts.pop(name)
+                    else:
+                        wrong = hub.restarts[name]
             if ranged and ranged.startswith("bytes="):
                 first, _, last = ranged[len("bytes=") :].partition("-")
                 start = int(first) if first else max(0, size - int(last))
@@ -323,6 +345,13 @@ def _handler(hub: FastHub) -> type[BaseHTTPRequestHandler]:
             self.wfile.flush()
             with hub._lock:
                 cut = hub.cuts.pop(name, None)
+                paused = hub.pauses.pop(name, None)
+            if wrong:
+                with path.open("rb") as handle:
+                    self.wfile.write(bytes(b ^ 0xFF for b in handle.read(wrong)))
+                self.wfile.flush()
+                self.close_connection = True
+                return
             with path.open("rb") as handle:
                 offset, left = start, end - start + 1
                 if cut is not None:
@@ -330,6 +359,15 @@ def _handler(hub: FastHub) -> type[BaseHTTPRequestHandler]:
                     self.close_connection = True
                 while left > 0:
                     count = min(CHUNK, left)
+                    if paused is not None:
+                        if offset - start >= paused[0]:
+                            deadline = time.monotonic() + HOLD_LIMIT_S
+                            while not (released := paused[1]()) and time.monotonic() < deadline:
+                                time.sleep(0.01)
+                            hub.released[name] = released
+                            paused = None
+                        else:
+                            count = min(count, paused[0] - (offset - start))
                     hub.throttle.take(count)
                     sent = os.sendfile(self.connection.fileno(), handle.fileno(), offset, count)
                     if sent == 0:

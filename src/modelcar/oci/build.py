@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ModelcarError
-from ..files import sha256_file
 from ..readyfiles import CompleteDirectory, ReadyFiles
 from .base_check import Fitness, FitnessCache, Platform, check_in_background, scratch
 from .digest_cache import DigestCache
@@ -40,10 +39,11 @@ from .image import (
     extend_manifest,
     scratch_config,
 )
+from .layer_push import push_layer
 from .layers import LayerPlan, plan_layers
 from .model_dir import Entry
 from .reference import ImageRef, LayoutRef, RegistryRef
-from .store import AbortableBlob, ClientOptions, Clients, Store, open_store, read_manifests
+from .store import ClientOptions, Clients, Store, open_store, read_manifests
 
 WORKERS = 4
 
@@ -147,7 +147,7 @@ def build_and_push(
             # first, so the last layer to finish is a small one). The model layers do not depend
             # on the base: they start while its manifest and configs are read.
             feeder = _LayerFeeder(
-                plans, source, lambda plan: pool.submit(_push_layer, dest, plan, cache, progress, abort, source)
+                plans, source, lambda plan: pool.submit(push_layer, dest, plan, cache, progress, abort, source)
             )
             feeding = _start_thread(feeder.run, abort)
             platforms, base_digest = _read_base(origin)
@@ -272,47 +272,6 @@ def _layer_result(plan: LayerPlan, job: Future[tuple[str, bool]]) -> LayerResult
             item["sha256"] = plan.file_digests[entry.name].removeprefix("sha256:")
         files.append(item)
     return LayerResult(digest, plan.size, plan.title, files, uploaded)
-
-
-def _known_file_digests(plans: list[LayerPlan], cache: DigestCache, known: dict[str, str]) -> None:
-    for plan in plans:
-        for entry in plan.regular_files:
-            digest = cache.get_file(entry) or known.get(entry.name)
-            if digest is not None:
-                plan.file_digests[entry.name] = digest
-
-
-def _finish_file_digests(plan: LayerPlan, cache: DigestCache) -> None:
-    """Each file's sha256 for its annotation: known, hashed while streaming, or else read now."""
-    for entry in plan.missing_digests():
-        assert entry.path is not None
-        plan.file_digests[entry.name] = "sha256:" + sha256_file(entry.path)
-    cache.put_files([(e, plan.file_digests[e.name]) for e in plan.regular_files])
-
-
-def _push_layer(
-    dest: Store,
-    plan: LayerPlan,
-    cache: DigestCache,
-    progress: Callable[[int], None] | None,
-    abort: threading.Event,
-    source: ReadyFiles,
-) -> tuple[str, bool]:
-    """(digest, whether it was sent): not when the destination has the digest the cache remembers."""
-    _known_file_digests([plan], cache, source.known_digests())
-    known = cache.get(plan)
-    if dest.try_reuse(known):
-        if progress is not None:
-            progress(plan.size)
-        _finish_file_digests(plan, cache)
-        source.pushed(plan.regular_files)
-        return known, False
-    # Remembered before the blob is complete: a kill just after finds it by HEAD on the rerun.
-    digest = dest.put_stream(AbortableBlob(plan.stream(), abort), progress, lambda found: cache.put(plan, found))
-    _finish_file_digests(plan, cache)
-    cache.put(plan, digest)
-    source.pushed(plan.regular_files)
-    return digest, True
 
 
 def _ensure_base_layer(dest: Store, origin: Store | None, descriptor: Descriptor, abort: threading.Event) -> bool:

@@ -48,7 +48,14 @@ class DigestCache:
             hasher.update(json.dumps(entry.stat_key).encode())
         return hasher.hexdigest()
 
+    @staticmethod
+    def keyable(plan: LayerPlan) -> bool:
+        """Only a layer whose files all have their stat (a file still downloading has none yet)."""
+        return all(e.stat_key for e in plan.regular_files)
+
     def get(self, plan: LayerPlan) -> str | None:
+        if not self.keyable(plan):
+            return None
         with self._lock:
             entry = self._entries.get(self.key(plan))
         if entry and entry.get("size") == plan.size:
@@ -56,6 +63,8 @@ class DigestCache:
         return None
 
     def put(self, plan: LayerPlan, digest: str) -> None:
+        if not self.keyable(plan):
+            return
         with self._lock:
             self._entries[self.key(plan)] = {"digest": digest, "size": plan.size}
             self._save()

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
+from ..growing_file import GrowingFile
 from .model_dir import ROOT, Entry, ModelDirError
 
 FILE_MODE = 0o644
@@ -114,9 +115,10 @@ class LayerPlan:
         return [e for e in self.entries if e.kind == "file"]
 
     def stream(self) -> LayerStream:
-        """The layer's bytes; the files whose digest is not known yet are hashed as they are read."""
+        """The layer's bytes; the files whose digest is not known yet are hashed as they are read
+        (not those still downloading: the download hashes them, see growing_file.py)."""
         for entry in self.regular_files:
-            if entry.name not in self.file_digests and entry.name not in self.hashers:
+            if entry.growing is None and entry.name not in self.file_digests and entry.name not in self.hashers:
                 self.hashers[entry.name] = FileHasher(entry.size)
         return LayerStream(self)
 
@@ -236,7 +238,11 @@ class FileRange:
     hasher: FileHasher | None = field(default=None, compare=False, repr=False)  # fed what is read
     alt_path: Path | None = field(default=None, compare=False, repr=False)  # see Entry.alt_path
 
+    growing: GrowingFile | None = field(default=None, compare=False, repr=False)  # see Entry.growing
+
     def open(self) -> BinaryIO:
+        if self.growing is not None:  # one descriptor, held open while the file grows
+            return os.fdopen(os.dup(self.growing.fd), "rb", buffering=0)
         try:
             try:
                 return open(self.path, "rb", buffering=0)  # the caller closes it
@@ -252,6 +258,8 @@ class FileRange:
         if handle is None:
             with self.open() as own:
                 return self.read(own)
+        if self.growing is not None:
+            self.growing.wait_for(self.start + self.length)
         try:
             data = os.pread(handle.fileno(), self.length, self.start)
             while len(data) < self.length:  # a short read (NFS, FUSE, a signal): read on
@@ -281,6 +289,7 @@ class _Segment:
     name: str = ""
     hasher: FileHasher | None = None
     alt_path: Path | None = None
+    growing: GrowingFile | None = None
 
 
 class LayerStream:
@@ -297,7 +306,15 @@ class LayerStream:
             if entry.kind == "file" and entry.size:
                 hasher = plan.hashers.get(entry.name)
                 self._segments.append(
-                    _Segment(pos, entry.size, path=entry.path, name=entry.name, hasher=hasher, alt_path=entry.alt_path)
+                    _Segment(
+                        pos,
+                        entry.size,
+                        path=entry.path,
+                        name=entry.name,
+                        hasher=hasher,
+                        alt_path=entry.alt_path,
+                        growing=entry.growing,
+                    )
                 )
                 pos += entry.size
                 pad = _padded(entry.size) - entry.size
@@ -319,7 +336,8 @@ class LayerStream:
                 continue
             assert seg.path is not None
             for start in range(skip, seg.length, READ_SIZE):
-                yield FileRange(seg.path, start, min(READ_SIZE, seg.length - start), seg.name, seg.hasher, seg.alt_path)
+                length = min(READ_SIZE, seg.length - start)
+                yield FileRange(seg.path, start, length, seg.name, seg.hasher, seg.alt_path, seg.growing)
 
     def chunks(self, offset: int = 0) -> Iterator[bytes]:
         """The layer's bytes from `offset` to the end; headers are joined to the data that follows."""

@@ -11,6 +11,7 @@ from pathlib import Path, PurePosixPath
 
 from ..errors import ModelcarError
 from ..files import UnsafeSymlink, check_symlink
+from ..growing_file import GrowingFile
 
 ROOT = "models"  # where the model directory goes in the image: /models
 
@@ -32,6 +33,8 @@ class Entry:
     # Where the file is found once `path` is gone: a download still running renames its directory
     # (model.partial -> model) when it ends; the file itself (inode) stays the same.
     alt_path: Path | None = field(default=None, compare=False)
+    # A file still being downloaded: its bytes are read as they arrive (growing_file.py).
+    growing: GrowingFile | None = field(default=None, compare=False)
 
 
 def scan_model(model_dir: Path) -> list[Entry]:

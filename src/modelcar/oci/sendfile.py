@@ -160,8 +160,10 @@ def _send_range(sock: socket.socket, part: FileRange, feed: Callable[[bytes], No
         feed(part.read(handle))
         sent = sock.sendfile(handle, part.start, part.length)
         after = os.fstat(handle.fileno())
-    if sent != part.length or (before.st_size, before.st_mtime_ns) != (after.st_size, after.st_mtime_ns):
+    if sent != part.length:
         raise part.changed()
+    if part.growing is None and (before.st_size, before.st_mtime_ns) != (after.st_size, after.st_mtime_ns):
+        raise part.changed()  # a file still downloading grows meanwhile; growing_file.py checks it
 
 
 def _answer(connection: http.client.HTTPConnection, url: httpx.URL, headers: dict[str, str]) -> httpx.Response | None:

@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 
-from ..errors import ModelcarError
+from ..errors import Aborted, ModelcarError
 from ..jsonfile import parse_object
 from ..retry import RetryPolicy, describe_error, is_transient_error
 from .auth import AuthFiles
@@ -89,10 +89,6 @@ class RemoteBlob:
                         "check the network and run again"
                     ) from None
                 self.client.retry.sleep(failures)
-
-
-class Aborted(ModelcarError):
-    """Another transfer of the same build failed, or the run was interrupted: this one stops too."""
 
 
 class AbortableBlob:

@@ -96,6 +96,7 @@ def download_files(
     on_file: Callable[[str, Path, str | None], None],
     stop: threading.Event | None = None,
     advance: Callable[[int], None] | None = None,
+    arriving: Callable[[str, Path, int], None] | None = None,
 ) -> None:
     """Downloads the named files of the resolved commit into target, each one appearing there
     under its name only once complete (resuming what is there); `on_file(name, path, sha256)`
@@ -105,7 +106,8 @@ def download_files(
     complete as early as it can be (a push that follows the download starts on the first).
     The bodies come by hub_transfer (received into the file, hashed on the way) unless a proxy is
     configured or MODELCAR_HUB_TRANSFER=client; then by huggingface_hub's own download.
-    `advance(n)`: bytes received, for a progress bar (ours only).
+    `advance(n)`: bytes received, for a progress bar (ours only). `arriving(name, path, size)`: a
+    large file's body is being written into `path`, only appended to (ours only; see hub_transfer).
     """
     own = hub_transfer.usable() and os.environ.get("MODELCAR_HUB_TRANSFER", "").lower() != "client"
     (enable_progress_bars if progress and not own else disable_progress_bars)()
@@ -141,7 +143,8 @@ def download_files(
             if path.is_file() and path.stat().st_size == size:
                 on_file(name, path, None)  # complete from an earlier run
                 return
-            digest = hub_transfer.fetch(meta.location, headers, target, name, size, meta.etag, advance)
+            opened = (lambda p: arriving(name, p, size)) if arriving is not None and size >= LARGE_FILE else None
+            digest = hub_transfer.fetch(meta.location, headers, target, name, size, meta.etag, advance, opened=opened)
         except GatedRepoError:
             raise HubError(_gated_message(resolved.repo_id, token)) from None
         except (RepositoryNotFoundError, RevisionNotFoundError):

@@ -10,7 +10,8 @@ Hub's error codes work as before.
 The body goes to `<dir>/.cache/huggingface/download/<name>.incomplete` (where the client puts its
 own) and is renamed to its name once complete, so a file appears whole or not at all. What a
 killed run left there is kept: the next one hashes it and asks for the rest (Range). An LFS file
-whose sha256 the Hub gave (its X-Linked-Etag) is checked against it.
+whose sha256 the Hub gave (its X-Linked-Etag) is checked against it. The `.incomplete` file is
+only ever appended to, so a push may read it as it grows (growing_file.py).
 """
 
 from __future__ import annotations
@@ -62,8 +63,13 @@ def fetch(
     etag: str | None,
     progress: Callable[[int], None] | None = None,
     policy: RetryPolicy | None = None,
+    opened: Callable[[Path], None] | None = None,
 ) -> str:
-    """Downloads `url` (`size` bytes) to `root/name`; returns the body's sha256 (hex)."""
+    """Downloads `url` (`size` bytes) to `root/name`; returns the body's sha256 (hex).
+
+    `opened(path)`: the body is being written into `path` from its first byte on, only appended
+    to (a reader may follow it); called again for a new file when the server ignored the Range.
+    """
     policy = policy or RetryPolicy.from_env()
     target = root / name
     partial = incomplete_path(root, name)
@@ -72,7 +78,10 @@ def fetch(
     hasher = hashlib.sha256()
     position = _hash_existing(partial, hasher, size)
     failures = 0
-    with partial.open("ab" if position else "wb") as out:
+    out = partial.open("ab" if position else "wb")
+    try:
+        if opened is not None:
+            opened(partial)
         while position < size:
             try:
                 position = _receive(url, headers, out, hasher, position, size, progress)
@@ -87,9 +96,15 @@ def fetch(
                     ) from None
                 policy.sleep(failures)
             except _Restart:
-                out.seek(0)
-                out.truncate()
+                # A new file, not the old one truncated: a reader of the old one sees it replaced.
+                out.close()
+                partial.unlink()
+                out = partial.open("wb")
                 hasher, position = hashlib.sha256(), 0
+                if opened is not None:
+                    opened(partial)
+    finally:
+        out.close()
     digest = hasher.hexdigest()
     expected = (etag or "").strip('"').lower()
     if SHA256.match(expected) and expected != digest:

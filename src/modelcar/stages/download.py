@@ -121,6 +121,7 @@ def _download(
                 complete,
                 context.cancel,
                 bar.advance if bar is not None else None,
+                recorder.arriving,
             )
         for job in jobs:
             job.result()

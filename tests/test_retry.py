@@ -9,7 +9,14 @@ import pytest
 from huggingface_hub.errors import HfHubHTTPError
 
 from modelcar.oci.errors import RegistryError
-from modelcar.retry import RetryPolicy, call_with_retries, is_transient_error, is_transient_status, tls_failure
+from modelcar.retry import (
+    Resumes,
+    RetryPolicy,
+    call_with_retries,
+    is_transient_error,
+    is_transient_status,
+    tls_failure,
+)
 
 POLICY = RetryPolicy(attempts=4, base_delay=0.01)
 
@@ -95,3 +102,23 @@ def test_the_loop_honours_retry_after_within_the_cap() -> None:
         sleep=sleeps.append,
     )
     assert last.status_code == 200 and sleeps == [7.0, POLICY.max_delay]
+
+
+def test_a_resumed_transfer_counts_only_tries_in_a_row_that_got_no_further(monkeypatch: pytest.MonkeyPatch) -> None:
+    waits: list[float] = []
+    monkeypatch.setattr("modelcar.retry.time.sleep", waits.append)
+    tries = Resumes(POLICY)
+    for position in range(10):  # it keeps moving: never given up on
+        assert tries.failed(position * 100)
+    assert [tries.failed(900) for _ in range(POLICY.attempts - 1)] == [True] * (POLICY.attempts - 2) + [False]
+    assert tries.failures == POLICY.attempts  # stuck at byte 900: the limit's tries in all
+    assert len(waits) == 10 + POLICY.attempts - 2 and all(0 <= w <= POLICY.max_delay for w in waits)
+
+
+def test_a_resumed_transfer_waits_what_the_server_says(monkeypatch: pytest.MonkeyPatch) -> None:
+    waits: list[float] = []
+    monkeypatch.setattr("modelcar.retry.time.sleep", waits.append)
+    tries = Resumes(RetryPolicy(attempts=50, base_delay=0.01, max_delay=30.0), limit=3)
+    assert tries.failed(0, "2") and tries.failed(0, "999")
+    assert not tries.failed(0, "2")
+    assert waits == [2.0, 30.0]  # Retry-After, within the cap; none after the last try

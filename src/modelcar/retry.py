@@ -5,6 +5,8 @@ timeouts (not a failed TLS handshake, which fails the same way every time), and 
 429 and 5xx other than 501 and 505 (which say the request will never work). `call_with_retries`
 is the one loop that acts on it: exponential backoff with full jitter, a server's Retry-After
 (seconds or an HTTP date) honoured within a cap so a confused server cannot stall a run.
+`Resumes` is the same rule for a transfer that resumes where it broke off (a blob read or sent,
+a Hub file), where a try that got further starts the count again.
 MODELCAR_HTTP_RETRIES (tries in all) and MODELCAR_HTTP_BACKOFF (first delay, seconds) tune it.
 """
 
@@ -154,6 +156,31 @@ def call_with_retries(
             before_retry(attempt, wait, outcome)
         sleep(wait)
         attempt += 1
+
+
+class Resumes:
+    """The one rule for a transfer that goes on where it stopped (a body read or sent in part):
+    only failed tries in a row that got no further count, so a transfer that keeps moving is not
+    given up on, and one stuck at the same byte is, after `limit` tries (the policy's by default).
+    Waits as `call_with_retries` does: the server's Retry-After, else the backoff (capped at the
+    sixth try's, as a long transfer may fail many times)."""
+
+    def __init__(self, policy: RetryPolicy, limit: int | None = None) -> None:
+        self.policy = policy
+        self.limit = policy.attempts if limit is None else limit
+        self.failures = 0
+        self._stuck_at: int | None = None
+
+    def failed(self, position: int, retry_after: str | None = None) -> bool:
+        """A try failed at byte `position`: waits and returns True when another may follow, False
+        (at once) when the tries are used up."""
+        if position != self._stuck_at:
+            self.failures, self._stuck_at = 0, position
+        self.failures += 1
+        if self.failures >= self.limit:
+            return False
+        self.policy.sleep(min(self.failures, 6), retry_after)
+        return True
 
 
 def transient_response(response: httpx.Response) -> bool:

@@ -13,7 +13,7 @@ import httpx
 
 from ..errors import Aborted, ModelcarError
 from ..jsonfile import parse_object
-from ..retry import RetryPolicy, describe_error, is_transient_error
+from ..retry import Resumes, RetryPolicy, describe_error, is_transient_error
 from .auth import AuthFiles
 from .client import RegistryClient
 from .errors import RegistryError
@@ -71,24 +71,21 @@ class RemoteBlob:
         Tries without progress are bounded by the client's RetryPolicy; then a RegistryError.
         """
         position = offset
-        failures = 0
+        tries = Resumes(self.client.retry)
         while True:
             try:
                 with self.client.open_blob(self.repository, self.digest, position) as chunks:
                     for chunk in chunks:
                         position += len(chunk)
-                        failures = 0
                         yield chunk
                 return
             except httpx.TransportError as exc:
-                failures += 1
-                if failures >= self.client.retry.attempts or not is_transient_error(exc):
+                if not is_transient_error(exc) or not tries.failed(position):
                     raise RegistryError(
                         f"reading blob {self.digest} from {self.client.registry}/{self.repository} broke off "
-                        f"at byte {position} of {self.size} ({describe_error(exc)}), {failures} times in a row; "
-                        "check the network and run again"
+                        f"at byte {position} of {self.size} ({describe_error(exc)}), {tries.failures} times in a "
+                        "row; check the network and run again"
                     ) from None
-                self.client.retry.sleep(failures)
 
 
 class AbortableBlob:

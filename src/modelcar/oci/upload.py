@@ -24,7 +24,7 @@ from typing import Any, Protocol, TypeVar
 
 import httpx
 
-from ..retry import is_transient_status
+from ..retry import Resumes, is_transient_status
 from .client import RegistryClient
 from .errors import InsecureLocation, RegistryError
 from .layers import Part
@@ -34,7 +34,7 @@ P = TypeVar("P", bytes, Part)
 CHECKPOINT = 64 << 20
 CHUNK = 32 << 20
 MAX_RESTARTS = 5
-MAX_RESUMES = 50
+MAX_RESUMES = 50  # failed tries in a row at the same offset (retry.Resumes)
 QUEUE_CHUNKS = 4
 
 
@@ -211,13 +211,14 @@ def _send_from(
 ) -> str:
     offset = 0
     chunk_size: int | None = None  # None: the whole rest in one streamed PATCH
-    failures = 0
+    mismatches = 0
+    tries = Resumes(client.retry, limit=MAX_RESUMES)
     while offset < source.size:
         length = source.size - offset if chunk_size is None else min(chunk_size, source.size - offset)
         try:
             location = _patch(client, location, source, state, offset, length, chunk_size is not None, advance)
             offset += length
-            failures = 0
+            mismatches = 0
             continue
         except RegistryError as exc:
             if exc.status == 404:
@@ -227,17 +228,15 @@ def _send_from(
             if chunk_size is None and offset == 0:
                 chunk_size = CHUNK  # a registry that wants chunks
             else:
-                failures += 1  # the registry has another offset than we thought: ask again
-                if failures > 3:
+                mismatches += 1  # the registry has another offset than we thought: ask again
+                if mismatches > 3:
                     raise SessionLost(str(exc)) from None
         except UploadInterrupted as exc:
-            failures += 1
-            if failures > MAX_RESUMES:
+            if not tries.failed(offset, exc.retry_after):
                 raise RegistryError(
                     f"the upload to {client.registry}/{repository} kept failing at byte {offset}; "
                     "check the network and run again"
                 ) from None
-            client.retry.sleep(min(failures, 6), exc.retry_after)
         location, offset = _status(client, location)
     state.rewind(source.size)
     digest = state.digest()

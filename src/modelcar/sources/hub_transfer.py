@@ -27,7 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..errors import ModelcarError
-from ..retry import RetryPolicy
+from ..retry import Resumes, RetryPolicy
 
 BUFFER = 1 << 20
 TIMEOUT = 60.0
@@ -77,7 +77,7 @@ def fetch(
     target.parent.mkdir(parents=True, exist_ok=True)
     hasher = hashlib.sha256()
     position = _hash_existing(partial, hasher, size)
-    failures = 0
+    tries = Resumes(policy)
     out = partial.open("ab" if position else "wb")
     try:
         if opened is not None:
@@ -85,16 +85,13 @@ def fetch(
         while position < size:
             try:
                 position = _receive(url, headers, out, hasher, position, size, progress)
-                failures = 0
             except Interrupted as exc:
                 position = out.tell()  # every byte written was hashed: go on from there
-                failures += 1
-                if failures >= policy.attempts:
+                if not tries.failed(position):
                     raise TransferError(
                         f"downloading {name} kept breaking off at byte {position} of {size} ({exc}); "
                         "check the network and run again (what arrived is kept)"
                     ) from None
-                policy.sleep(failures)
             except _Restart:
                 # A new file, not the old one truncated: a reader of the old one sees it replaced.
                 out.close()

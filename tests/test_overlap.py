@@ -6,12 +6,13 @@ the registry has the first shard's layer, so a run that completes pushed before 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import signal
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from urllib.parse import unquote
 
@@ -120,16 +121,19 @@ def test_the_push_starts_before_the_download_ends(
     assert _digest(sequential.stdout) == _digest(overlapped.stdout)
 
 
+def _bytes_in(files: Iterable[Path]) -> int:
+    """The bytes of files being written (one that is renamed meanwhile counts as none)."""
+    total = 0
+    for path in files:
+        with contextlib.suppress(FileNotFoundError):
+            total += path.stat().st_size
+    return total
+
+
 def _upload_received(registry: Registry, repository: str) -> int:
     """The bytes Distribution has stored of the blob uploads open in `repository`."""
     uploads = registry.root / "storage/docker/registry/v2/repositories" / repository / "_uploads"
-    total = 0
-    for data in uploads.glob("*/data"):
-        try:
-            total += data.stat().st_size
-        except FileNotFoundError:  # the upload completed meanwhile
-            continue
-    return total
+    return _bytes_in(uploads.glob("*/data"))
 
 
 def _manifest_blobs(registry: Registry, repository: str, tag: str) -> set[str]:
@@ -141,13 +145,7 @@ def _manifest_blobs(registry: Registry, repository: str, tag: str) -> set[str]:
 
 def _layout_received(layout: Path) -> int:
     """The bytes of the blobs being written into the OCI layout (temporary files)."""
-    total = 0
-    for temp in (layout / "blobs" / "sha256").glob("*.tmp"):
-        try:
-            total += temp.stat().st_size
-        except FileNotFoundError:
-            continue
-    return total
+    return _bytes_in((layout / "blobs" / "sha256").glob("*.tmp"))
 
 
 @pytest.mark.parametrize("destination", ["registry", "layout"])
@@ -179,7 +177,6 @@ def test_a_shard_streams_while_it_downloads(
 
 
 def test_a_shard_started_again_by_the_download_is_pushed_again(
-    files: dict[str, bytes],
     hub: FastHub,
     oci_registry: Registry,
     model_dir: Path,

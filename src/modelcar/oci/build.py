@@ -39,7 +39,7 @@ from .image import (
     extend_manifest,
     scratch_config,
 )
-from .layer_push import push_layer
+from .layer_push import LayerPusher
 from .layers import LayerPlan, plan_layers
 from .model_dir import Entry
 from .reference import ImageRef, LayoutRef, RegistryRef
@@ -146,9 +146,8 @@ def build_and_push(
             # Each layer goes once its files are ready (a finished directory: all at once, largest
             # first, so the last layer to finish is a small one). The model layers do not depend
             # on the base: they start while its manifest and configs are read.
-            feeder = _LayerFeeder(
-                plans, source, lambda plan: pool.submit(push_layer, dest, plan, cache, progress, abort, source)
-            )
+            pusher = LayerPusher(dest, cache, source, abort, progress)
+            feeder = _LayerFeeder(plans, source, lambda plan: pool.submit(pusher.push, plan))
             feeding = _start_thread(feeder.run, abort)
             platforms, base_digest = _read_base(origin)
             checking = _check_base(origin, platforms, base_check, abort)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from ..files import sha256_file
 from ..growing_file import FileReplaced
@@ -23,61 +24,63 @@ from .model_dir import Entry
 from .store import AbortableBlob, Store
 
 
-def push_layer(
-    dest: Store,
-    plan: LayerPlan,
-    cache: DigestCache,
-    progress: Callable[[int], None] | None,
-    abort: threading.Event,
-    source: ReadyFiles,
-) -> tuple[str, bool]:
-    """(digest, whether it was sent): not when the destination has the digest the cache remembers."""
-    if any(e.growing is not None for e in plan.regular_files):
-        return _push_growing(dest, plan, cache, progress, abort, source)
-    _known_file_digests(plan, cache, source.known_digests())
-    known = cache.get(plan)
-    if dest.try_reuse(known):
-        if progress is not None:
-            progress(plan.size)
-        _finish_file_digests(plan, cache)
-        source.pushed(plan.regular_files)
-        return known, False
-    # Remembered before the blob is complete: a kill just after finds it by HEAD on the rerun.
-    digest = dest.put_stream(AbortableBlob(plan.stream(), abort), progress, lambda found: cache.put(plan, found))
-    _finish_file_digests(plan, cache)
-    cache.put(plan, digest)
-    source.pushed(plan.regular_files)
-    return digest, True
+@dataclass(frozen=True)
+class LayerPusher:
+    """Pushes the model layers of one build to `dest`; `abort` (the build's) stops a transfer."""
 
+    dest: Store
+    cache: DigestCache
+    source: ReadyFiles
+    abort: threading.Event
+    progress: Callable[[int], None] | None = None
 
-def _push_growing(
-    dest: Store,
-    plan: LayerPlan,
-    cache: DigestCache,
-    progress: Callable[[int], None] | None,
-    abort: threading.Event,
-    source: ReadyFiles,
-) -> tuple[str, bool]:
-    settled = _Settled(plan)
-    try:
+    def push(self, plan: LayerPlan) -> tuple[str, bool]:
+        """(digest, whether it was sent): not when the destination has the digest the cache remembers."""
+        if any(e.growing is not None for e in plan.regular_files):
+            return self._push_growing(plan)
+        _known_file_digests(plan, self.cache, self.source.known_digests())
+        known = self.cache.get(plan)
+        if self.dest.try_reuse(known):
+            if self.progress is not None:
+                self.progress(plan.size)
+            self._finish(plan, known)
+            return known, False
+        # Remembered before the blob is complete: a kill just after finds it by HEAD on the rerun.
+        return self._finish(plan, self._send(plan, lambda found: self.cache.put(plan, found))), True
 
-        def before_finish(digest: str) -> None:
-            cache.put(settled.plan(), digest)  # raises FileReplaced: the blob is not completed
-
+    def _push_growing(self, plan: LayerPlan) -> tuple[str, bool]:
+        settled = _Settled(plan)
         try:
-            digest = dest.put_stream(AbortableBlob(plan.stream(), abort), progress, before_finish)
-            final = settled.plan()  # a layout destination does not call before_finish
-        except FileReplaced:
-            final = settled.complete_plan()
-            digest = dest.put_stream(AbortableBlob(final.stream(), abort), progress, lambda d: cache.put(final, d))
-    finally:
-        settled.close()
-    _known_file_digests(final, cache, source.known_digests())
-    _finish_file_digests(final, cache)
-    cache.put(final, digest)
-    plan.file_digests.update(final.file_digests)  # the plan the manifest's annotations come from
-    source.pushed(final.regular_files)
-    return digest, True
+
+            def before_finish(digest: str) -> None:
+                self.cache.put(settled.plan(), digest)  # raises FileReplaced: the blob is not completed
+
+            try:
+                digest = self._send(plan, before_finish)
+                final = settled.plan()  # a layout destination does not call before_finish
+            except FileReplaced:
+                final = settled.complete_plan()
+                digest = self._send(final, lambda found: self.cache.put(final, found))
+        finally:
+            settled.close()
+        _known_file_digests(final, self.cache, self.source.known_digests())
+        self._finish(final, digest)
+        plan.file_digests.update(final.file_digests)  # the plan the manifest's annotations come from
+        return digest, True
+
+    def _send(self, plan: LayerPlan, before_finish: Callable[[str], None]) -> str:
+        return self.dest.put_stream(AbortableBlob(plan.stream(), self.abort), self.progress, before_finish)
+
+    def _finish(self, plan: LayerPlan, digest: str) -> str:
+        """Each file's sha256 for its annotation (known, hashed while streaming, or else read now),
+        remembered with the layer's digest; the files' layer is in the destination."""
+        for entry in plan.missing_digests():
+            assert entry.path is not None
+            plan.file_digests[entry.name] = "sha256:" + sha256_file(entry.path)
+        self.cache.put_files([(e, plan.file_digests[e.name]) for e in plan.regular_files])
+        self.cache.put(plan, digest)
+        self.source.pushed(plan.regular_files)
+        return digest
 
 
 class _Settled:
@@ -126,11 +129,3 @@ def _known_file_digests(plan: LayerPlan, cache: DigestCache, known: dict[str, st
         digest = cache.get_file(entry) or known.get(entry.name)
         if digest is not None:
             plan.file_digests[entry.name] = digest
-
-
-def _finish_file_digests(plan: LayerPlan, cache: DigestCache) -> None:
-    """Each file's sha256 for its annotation: known, hashed while streaming, or else read now."""
-    for entry in plan.missing_digests():
-        assert entry.path is not None
-        plan.file_digests[entry.name] = "sha256:" + sha256_file(entry.path)
-    cache.put_files([(e, plan.file_digests[e.name]) for e in plan.regular_files])

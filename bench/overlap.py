@@ -52,6 +52,9 @@ class Run(NamedTuple):
 
 
 def timed(cmd: list[str], env: dict[str, str], cwd: Path | None = None) -> Run:
+    # What earlier steps wrote (the model made, the last run's files) is on disk before the clock
+    # starts: its writeback would otherwise slow this command (the first download most).
+    os.sync()
     started = time.monotonic()
     proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     assert proc.stderr is not None

@@ -100,7 +100,9 @@ class _Settled:
             for entry in self.growing:
                 assert entry.growing is not None
                 final, sha256, same = entry.growing.settle()
-                finals[entry.name], digests[entry.name] = final, "sha256:" + sha256
+                finals[entry.name] = final
+                if sha256:  # else hashed from the complete file (LayerPusher._finish)
+                    digests[entry.name] = "sha256:" + sha256
                 self._intact = self._intact and same
             plan = self.source
             self._final = LayerPlan(

@@ -237,7 +237,6 @@ class FileRange:
     name: str  # inside the model directory, for messages
     hasher: FileHasher | None = field(default=None, compare=False, repr=False)  # fed what is read
     alt_path: Path | None = field(default=None, compare=False, repr=False)  # see Entry.alt_path
-
     growing: GrowingFile | None = field(default=None, compare=False, repr=False)  # see Entry.growing
 
     def open(self) -> BinaryIO:

@@ -42,7 +42,8 @@ class ReadyFiles(Protocol):
         ...
 
     def arrivals(self, abort: threading.Event) -> Iterator[Entry]:
-        """Each regular file once it is complete on disk (with its path); ends when all have come."""
+        """Each regular file once it is complete on disk (with its path), or while it still arrives
+        (with `growing`: read it as it grows); ends when every file is complete."""
         ...
 
     def known_digests(self) -> dict[str, str]:

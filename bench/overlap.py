@@ -175,6 +175,11 @@ def scenario(root: Path, model: Path, setting: str, base: Path, oci_modelcar: Pa
     common = ["--base-image", f"oci:{base}", "--no-tls-verify", "--quiet"]
     runs: dict[str, Run] = {}
     try:
+        # Untimed: the first writes of a run cost this VM's kernel several times more (sys time)
+        # than later ones; without it the first command measured would pay for that.
+        warm = root / "ws-warm-up"
+        timed([str(MODELCAR), "download", "--model", REPO_ID, "-w", str(warm), "-q"], env)
+        shutil.rmtree(warm, ignore_errors=True)
         ws = root / "ws-download"
         runs["download alone"] = timed([str(MODELCAR), "download", "--model", REPO_ID, "-w", str(ws), "-q"], env)
         runs["push alone"] = timed(

@@ -1,8 +1,9 @@
 """The download's progress record, `<workspace>/download.progress`: what another process may push.
 
 download-model rewrites it atomically (temp file, rename) whenever a file is complete on disk or
-a large file starts to arrive, and every HEARTBEAT_S seconds while it runs; build-and-push follows it (readyfiles.py), in the
-same process (`modelcar run`) or in another pod on the same volume (Tekton).
+a large file starts to arrive, and every HEARTBEAT_S seconds while it runs; build-and-push
+follows it (readyfiles.py), in the same process (`modelcar run`) or in another pod on the same
+volume (Tekton).
 
     {"version": 1, "source": {...}, "state": "pending" | "running" | "done" | "failed",
      "error": "...",                      # when failed

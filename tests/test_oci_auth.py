@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from modelcar.errors import UsageError
-from modelcar.oci.auth import find_credentials, parse_challenge
+from modelcar.oci.auth import AuthFiles, find_credentials, parse_challenge
 
 
 def _auth(user: str, password: str) -> str:
@@ -169,3 +169,28 @@ def test_a_missing_creds_store_program_means_anonymous(tmp_path: Path, helper_lo
     path = tmp_path / "config.json"
     path.write_text(json.dumps({"auths": {"https://index.docker.io/v1/": {}}, "credsStore": "desktop"}))
     assert find_credentials("docker.io", "library/busybox", path) is None
+
+
+def test_a_credential_helper_is_asked_once_per_server_whatever_the_repositories(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The base's repository and the destination's, on one registry, in either order: the helper
+    answers for the server, so the keychain asks it once."""
+    asked = tmp_path / "asked"
+    helper = tmp_path / "bin" / "docker-credential-counting"
+    helper.parent.mkdir()
+    helper.write_text(
+        f'#!/bin/sh\nread -r server; echo "$1 $server" >> "{asked}"\n'
+        'printf \'{"ServerURL": "%s", "Username": "me", "Secret": "s3cret"}\' "$server"\n'
+    )
+    helper.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{helper.parent}:/usr/bin:/bin")
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"auths": {}, "credHelpers": {"reg.test:5000": "counting"}}))
+    keychain = AuthFiles(config)
+    for repository in ("base/busybox", "team/model", "base/busybox"):
+        creds = keychain.resolve("reg.test:5000", repository)
+        assert creds is not None and (creds.username, creds.password) == ("me", "s3cret")
+    assert asked.read_text().split() == ["get", "reg.test:5000"]
+    assert AuthFiles(config).resolve("reg.test:5000", "team/model") is not None  # another keychain asks again
+    assert asked.read_text().split() == ["get", "reg.test:5000"] * 2

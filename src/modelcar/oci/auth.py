@@ -20,6 +20,8 @@ import json
 import os
 import re
 import subprocess
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -61,12 +63,26 @@ class Keychain(Protocol):
 
 @dataclass(frozen=True)
 class AuthFiles:
-    """The keychain of auth files: `authfile` alone when given, else the usual places."""
+    """The keychain of auth files: `authfile` alone when given, else the usual places.
+
+    A credential helper's answer depends on the server alone, so each helper is asked once per
+    server for the keychain's life, however many repositories of that registry (the base's, the
+    destination's) need credentials, and in whichever order they ask.
+    """
 
     authfile: Path | None = None
+    _asked: dict[tuple[str, str, bool], Credentials | None] = field(default_factory=dict, compare=False, repr=False)
+    _asking: threading.Lock = field(default_factory=threading.Lock, compare=False, repr=False)
 
     def resolve(self, registry: str, repository: str) -> Credentials | None:
-        return find_credentials(registry, repository, self.authfile)
+        return find_credentials(registry, repository, self.authfile, self._ask)
+
+    def _ask(self, helper: str, host: str, path: Path, required: bool) -> Credentials | None:
+        with self._asking:
+            key = (helper, host, required)
+            if key not in self._asked:
+                self._asked[key] = _from_helper(helper, host, path, required)
+            return self._asked[key]
 
     def searched(self) -> str:
         return "looked in " + ", ".join(str(p) for p in auth_file_candidates(self.authfile))
@@ -102,32 +118,40 @@ def auth_file_candidates(authfile: Path | None) -> list[Path]:
     return found
 
 
-def find_credentials(registry: str, repository: str, authfile: Path | None) -> Credentials | None:
-    """The credentials for `registry/repository` from the first auth file that has some."""
+HelperAsk = Callable[[str, str, Path, bool], "Credentials | None"]
+
+
+def find_credentials(
+    registry: str, repository: str, authfile: Path | None, ask: HelperAsk | None = None
+) -> Credentials | None:
+    """The credentials for `registry/repository` from the first auth file that has some;
+    `ask(helper, host, path, required)` runs a credential helper (by default each time)."""
     for path in auth_file_candidates(authfile):
         if not path.is_file():
             if authfile is not None:
                 raise UsageError(f"the auth file {path} does not exist; check --authfile / REGISTRY_AUTH_FILE")
             continue
-        creds = _from_file(_read_config(path), registry, repository, path)
+        creds = _from_file(_read_config(path), registry, repository, path, ask or _from_helper)
         if creds is not None:
             return dataclasses.replace(creds, source=str(path))
     return None
 
 
-def _from_file(doc: dict[str, object], registry: str, repository: str, path: Path) -> Credentials | None:
+def _from_file(
+    doc: dict[str, object], registry: str, repository: str, path: Path, ask: HelperAsk
+) -> Credentials | None:
     host = "docker.io" if registry in DOCKER_HUB_KEYS else registry
     helpers = doc.get("credHelpers")
     if isinstance(helpers, dict):
         for key, helper in helpers.items():
             if _normalise_key(str(key)) == host and isinstance(helper, str) and helper:
-                return _from_helper(helper, host, path, required=True)
+                return ask(helper, host, path, True)
     creds = _lookup(_auths(doc), registry, repository, path)
     if creds is not None:
         return creds
     store = doc.get("credsStore")
     if isinstance(store, str) and store:
-        return _from_helper(store, host, path, required=False)
+        return ask(store, host, path, False)
     return None
 
 

@@ -65,9 +65,12 @@ class DigestCache:
     def put(self, plan: LayerPlan, digest: str) -> None:
         if not self.keyable(plan):
             return
+        entry = {"digest": digest, "size": plan.size}
         with self._lock:
-            self._entries[self.key(plan)] = {"digest": digest, "size": plan.size}
-            self._save()
+            key = self.key(plan)
+            if self._entries.get(key) != entry:  # remembered already (a reused layer): no rewrite
+                self._entries[key] = entry
+                self._save()
 
     @staticmethod
     def file_key(entry: Entry) -> str:
@@ -80,10 +83,10 @@ class DigestCache:
 
     def put_files(self, digests: list[tuple[Entry, str]]) -> None:
         with self._lock:
-            for entry, digest in digests:
-                if entry.stat_key:
-                    self._files[self.file_key(entry)] = digest
-            self._save()
+            new = {self.file_key(e): d for e, d in digests if e.stat_key}
+            if any(self._files.get(key) != digest for key, digest in new.items()):
+                self._files.update(new)
+                self._save()
 
     def _save(self) -> None:
         if self.path is not None:
